@@ -1,0 +1,157 @@
+"""TF Hub feature extractors as real Keras 3 layers.
+
+``hub.KerasLayer`` is built on the legacy ``tf_keras`` package, and Keras 3 refuses
+it: "Only instances of keras.Layer can be added to a Sequential model".
+:class:`HubFeatureExtractor` loads the same TF2 SavedModel with ``hub.load`` and
+wraps it in a ``keras.layers.Layer`` whose weights *are* the SavedModel's variables,
+so it can be frozen, fine-tuned, saved and reloaded like any other Keras layer.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ._quiet import import_tensorflow_quietly
+
+import_tensorflow_quietly()
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from . import kit  # noqa: E402
+
+#: The MobileNetV2 feature-vector model the notebooks use.
+MOBILENET_V2_FEATURE_VECTOR = "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5"
+
+
+def resolve_handle(handle: str) -> str:
+    """A local SavedModel folder for a TF Hub handle.
+
+    A local path is returned as is; a URL is looked up in the TF Hub cache that the
+    offline kit fills (:func:`tlhelpers.kit.hub_cache_dir`), then downloaded by
+    ``tensorflow_hub`` into that cache.
+
+    Raises:
+        RuntimeError: when the handle is not cached and cannot be downloaded.
+    """
+    if os.path.isdir(handle):
+        return handle
+    cached = kit.hub_cache_dir() / kit.hub_handle_dirname(handle)
+    if (cached / "saved_model.pb").exists():
+        return str(cached)
+    import tensorflow_hub as hub
+
+    previous = os.environ.get("TFHUB_CACHE_DIR")
+    os.environ["TFHUB_CACHE_DIR"] = str(kit.hub_cache_dir())
+    try:
+        return hub.resolve(handle)
+    except Exception as err:  # tensorflow_hub raises several unrelated types
+        raise RuntimeError(
+            f"Could not get the TF Hub model {handle}: it is not in the cache {kit.hub_cache_dir()} and "
+            f"downloading it failed ({type(err).__name__}: {err}). Connect to the internet or install the "
+            "offline kit: `python -m tlhelpers.kit install PATH/TO/kit`."
+        ) from err
+    finally:
+        if previous is None:
+            os.environ.pop("TFHUB_CACHE_DIR", None)
+        else:
+            os.environ["TFHUB_CACHE_DIR"] = previous
+
+
+def _wrap_existing(variable: tf.Variable) -> keras.Variable:
+    """A Keras variable backed by an existing ``tf.Variable`` (not a copy)."""
+    wrapped = keras.Variable(
+        initializer=variable.read_value(),
+        trainable=variable.trainable,
+        dtype=variable.dtype.name,
+        name=variable.name.split(":")[0].replace("/", "_"),
+    )
+    # Keras' public constructor copies its initial value; point it at the
+    # SavedModel's own variable so that training updates what the model computes with.
+    wrapped._value = variable
+    return wrapped
+
+
+@keras.saving.register_keras_serializable(package="tlhelpers")
+class HubFeatureExtractor(keras.layers.Layer):
+    """A TF Hub image model as a Keras 3 layer.
+
+    Args:
+        handle: a TF Hub URL or a local SavedModel folder. The model must take
+            float32 images in ``[0, 1]`` and return feature vectors (or logits).
+        output_dim: the size of the output vector (1280 for MobileNetV2); found by a
+            trial call when ``None``.
+        trainable: whether the model's own weights train with the rest (fine-tuning).
+    """
+
+    def __init__(self, handle: str, output_dim: int | None = None, trainable: bool = False, **kwargs):
+        super().__init__(trainable=trainable, **kwargs)
+        self.handle = handle
+        self._module = tf.saved_model.load(resolve_handle(handle))
+        if not callable(self._module):
+            raise ValueError(f"{handle} is not a callable TF2 SavedModel (a TF1 hub.Module cannot be used with Keras 3).")
+        variables = list(getattr(self._module, "variables", []))
+        self._hub_variables = [_wrap_existing(v) for v in variables]
+        for wrapped, original in zip(self._hub_variables, variables):
+            self._track_variable(wrapped)
+            if wrapped.value is not original:  # pragma: no cover - guards against Keras internals changing
+                raise RuntimeError("This Keras version copies wrapped variables: fine-tuning a TF Hub model would be silently lost.")
+        self.output_dim = output_dim
+        self._training_arg = _accepts_training(self._module)
+
+    def build(self, input_shape):
+        if self.output_dim is None:
+            probe = tf.zeros([1, *[int(d) for d in input_shape[1:]]], tf.float32)
+            self.output_dim = int(self._call_module(probe, False).shape[-1])
+        self.built = True
+
+    def _call_module(self, images, training):
+        if self._training_arg:
+            return self._module(images, training=training)
+        return self._module(images)
+
+    def call(self, inputs, training=False):
+        # Only weights train when fine-tuning; the module's BatchNorm statistics stay fixed.
+        return self._call_module(tf.cast(inputs, tf.float32), False)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.output_dim)
+
+    def get_config(self):
+        return {**super().get_config(), "handle": self.handle, "output_dim": self.output_dim}
+
+
+def _accepts_training(module) -> bool:
+    try:
+        module.__call__.get_concrete_function(tf.TensorSpec([None, None, None, 3], tf.float32), training=False)
+        return True
+    except (TypeError, ValueError, AttributeError):
+        return False
+
+
+def hub_feature_extractor(
+    handle: str = MOBILENET_V2_FEATURE_VECTOR,
+    input_shape: tuple[int, int, int] = (224, 224, 3),
+    trainable: bool = False,
+) -> keras.Model:
+    """A TF Hub feature-vector model as a Keras 3 model taking ``[0, 255]`` images.
+
+    The result can go straight into a ``keras.Sequential`` or a functional model:
+    it rescales pixels to ``[0, 1]`` (what TF Hub image models expect) and returns
+    the model's feature vectors.
+
+    Args:
+        handle: a TF Hub URL (from the cache when the offline kit is installed) or a
+            local SavedModel folder.
+        input_shape: the image shape; ``(224, 224, 3)`` for the MobileNetV2 models.
+        trainable: let the TF Hub model's weights train (fine-tuning).
+
+    Returns:
+        A ``keras.Model`` from ``(batch, *input_shape)`` images to
+        ``(batch, features)``.
+    """
+    inputs = keras.Input(tuple(input_shape), name="image")
+    x = keras.layers.Rescaling(1.0 / 255, name="to_unit_range")(inputs)
+    extractor = HubFeatureExtractor(handle, trainable=trainable, name="hub_module")
+    outputs = extractor(x)
+    return keras.Model(inputs, outputs, name="hub_feature_extractor")

@@ -1,0 +1,7 @@
+"""``python -m tlhelpers.kit {install,download} DIR``."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
