@@ -16,6 +16,7 @@ from .data import (  # noqa: E402
     scan_image_tree,
 )
 from .datasets import DATASETS, DatasetUnavailableError, dataset_path  # noqa: E402
+from .features import FeatureSet, extract_features, train_head  # noqa: E402
 from .hub import HubFeatureExtractor, hub_feature_extractor  # noqa: E402
 from .models import (  # noqa: E402
     ImagenetPreprocess,
@@ -46,6 +47,7 @@ __all__ = [
     "CollectBatchStats",
     "DatasetUnavailableError",
     "EpochSummary",
+    "FeatureSet",
     "HubFeatureExtractor",
     "ImageTreeReport",
     "ImagenetPreprocess",
@@ -57,6 +59,7 @@ __all__ = [
     "count_params",
     "dataset_path",
     "early_stopping",
+    "extract_features",
     "get_base_model",
     "hub_feature_extractor",
     "images_dataset",
@@ -72,5 +75,6 @@ __all__ = [
     "set_seed",
     "show_batch",
     "top_losses",
+    "train_head",
     "unfreeze",
 ]

@@ -44,7 +44,7 @@ def import_tensorflow_quietly() -> None:
     """
     if os.environ.get("TLHELPERS_TF_LOGS"):
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if "tensorflow" in sys.modules:
         return
     with _stderr_silenced():

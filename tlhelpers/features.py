@@ -1,0 +1,281 @@
+"""Cached bottleneck features: run the frozen base once, train the head in seconds.
+
+With a frozen base, the pooled feature vector of an image never changes, yet the
+standard recipe recomputes it for every image on every epoch. :func:`extract_features`
+computes the vectors once (with a progress bar), stores them on disk under a key made
+of everything that changes them — the base's architecture and weights, the image
+size, the preprocessing, the augmentation, and each file's path, size and modification
+time — and reuses them across runs and notebooks. :func:`train_head` trains
+:func:`tlhelpers.models.classifier_head` on them; that same head then goes onto the
+base with ``build_classifier(base, ..., head=head)`` for prediction or fine-tuning.
+
+Augmentation is not lost: ``augment_passes=k`` also stores ``k`` randomly augmented
+versions of every training image, and the head trains on all of them. The
+trade-off: the head sees ``k`` fixed variations per image instead of a new one every
+epoch, and extraction costs ``k`` more passes (still once, not every epoch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ._quiet import import_tensorflow_quietly
+
+import_tensorflow_quietly()
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from . import kit  # noqa: E402
+from .data import images_dataset, resolve_image_dir, scan_image_tree  # noqa: E402
+from .models import _guess_network, classifier_head, preprocessing_layer  # noqa: E402
+
+_FORMAT_VERSION = 1
+
+
+@dataclass
+class FeatureSet:
+    """Pooled features of an image folder, in file order.
+
+    Attributes:
+        features: ``(n, dim)`` float32 feature vectors of the un-augmented images.
+        labels: ``(n,)`` int class indices.
+        class_names: the class names the labels index.
+        files: the image files, in the order of the rows.
+        augmented: ``(passes, n, dim)`` features of augmented copies (``passes`` may be 0).
+        from_cache: whether the vectors were read from the cache.
+        seconds: time spent extracting (0 for a cache hit), and ``images_per_second``
+            through the base (including decoding) when extracted.
+    """
+
+    features: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+    files: list[str]
+    augmented: np.ndarray
+    from_cache: bool = False
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+    cache_file: Path | None = field(default=None, repr=False)
+
+    def training_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Features and labels of the original images and every augmented pass, stacked."""
+        if not len(self.augmented):
+            return self.features, self.labels
+        feats = np.concatenate([self.features, *self.augmented])
+        return feats, np.tile(self.labels, 1 + len(self.augmented))
+
+
+def cache_dir() -> Path:
+    """Where features are cached: ``$TLHELPERS_HOME/cache/features``."""
+    return kit.home() / "cache" / "features"
+
+
+def weights_digest(model: keras.Model) -> str:
+    """SHA-256 over a model's weight values (names, shapes and bytes)."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        value = np.ascontiguousarray(keras.ops.convert_to_numpy(weight))
+        digest.update(f"{weight.path}:{value.shape}:{value.dtype}".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def _files_fingerprint(files: list[Path]) -> list[list]:
+    out = []
+    for f in files:
+        st = os.stat(f)
+        out.append([str(f), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def _augmentation_config(augmentation) -> object:
+    if augmentation is None:
+        return None
+    return keras.saving.serialize_keras_object(augmentation)
+
+
+def feature_key(base: keras.Model, files: list[Path], image_size, network: str, augmentation=None, augment_passes: int = 0, seed: int | None = None) -> str:
+    """The cache key: a SHA-256 over everything that changes the feature vectors."""
+    spec = {
+        "version": _FORMAT_VERSION,
+        "base": base.name,
+        "input_shape": list(base.input_shape[1:]),
+        "weights": weights_digest(base),
+        "image_size": list(image_size),
+        "preprocess": keras.saving.serialize_keras_object(preprocessing_layer(network)),
+        "augmentation": _augmentation_config(augmentation) if augment_passes else None,
+        "augment_passes": augment_passes,
+        "seed": seed if augment_passes else None,
+        "files": _files_fingerprint(files),
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _save(path: Path, fs: FeatureSet) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
+    arrays = {"features": fs.features, "labels": fs.labels, "augmented": fs.augmented}
+    checksum = hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays.values())).hexdigest()
+    meta = json.dumps({"class_names": fs.class_names, "files": fs.files, "checksum": checksum})
+    np.savez(tmp, meta=np.array(meta), **arrays)
+    os.replace(tmp, path)
+
+
+def _load(path: Path) -> FeatureSet | None:
+    """Read a cache file; ``None`` when it is missing or damaged in any way."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            arrays = {k: data[k] for k in ("features", "labels", "augmented")}
+    except Exception:  # truncated zip, bad JSON, missing arrays: all mean "rebuild"
+        return None
+    checksum = hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays.values())).hexdigest()
+    if checksum != meta.get("checksum") or len(arrays["features"]) != len(meta.get("files", ())):
+        return None
+    return FeatureSet(class_names=meta["class_names"], files=meta["files"], from_cache=True, cache_file=path, **arrays)
+
+
+def feature_model(base: keras.Model, network: str | None = None) -> keras.Model:
+    """``[0, 255]`` images -> preprocessing -> frozen base (inference mode) -> pooled vector."""
+    network = network or _guess_network(base)
+    inputs = keras.Input(base.input_shape[1:])
+    x = preprocessing_layer(network)(inputs)
+    x = base(x, training=False)
+    if len(x.shape) == 4:
+        x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, x, name=f"{base.name}_features")
+
+
+def _run(model: keras.Model, dataset, total: int, desc: str, progress: bool, augmentation=None) -> np.ndarray:
+    from tqdm.auto import tqdm
+
+    @tf.function(reduce_retracing=True)
+    def step(images):
+        if augmentation is not None:
+            images = augmentation(images, training=True)
+        return model(images, training=False)
+
+    out = []
+    with tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False, mininterval=1.0) as bar:
+        for images in dataset:
+            out.append(step(images).numpy())
+            bar.update(int(images.shape[0]))
+    return np.concatenate(out).astype("float32") if out else np.zeros((0, model.output_shape[-1]), "float32")
+
+
+def extract_features(
+    base: keras.Model,
+    directory: str | os.PathLike,
+    image_size: tuple[int, int] | None = None,
+    network: str | None = None,
+    augmentation: keras.layers.Layer | None = None,
+    augment_passes: int = 0,
+    seed: int | None = 0,
+    batch_size: int = 32,
+    use_cache: bool = True,
+    progress: bool = True,
+) -> FeatureSet:
+    """The pooled features of every usable image in a folder-per-class tree, cached.
+
+    Args:
+        base: a frozen base from :func:`tlhelpers.get_base_model`.
+        directory: the image folder (or a named dataset split, as in
+            :func:`tlhelpers.load_image_dataset`).
+        image_size: ``(height, width)``; the base's input size by default.
+        network: the architecture name for preprocessing (guessed from the base).
+        augmentation: a layer applied to images in the augmented passes.
+        augment_passes: how many augmented copies of each image to extract.
+        seed: seeds the augmented passes, so that they are reproducible.
+        batch_size: images per batch through the base.
+        use_cache: read and write the on-disk cache (:func:`cache_dir`).
+        progress: show a progress bar while extracting.
+
+    Returns:
+        A :class:`FeatureSet`; ``from_cache`` tells whether it was a cache hit.
+    """
+    if augment_passes and augmentation is None:
+        raise ValueError("augment_passes needs an augmentation layer, e.g. tlhelpers.augmentation_layers().")
+    directory = resolve_image_dir(directory)
+    image_size = tuple(image_size or base.input_shape[1:3])
+    network = network or _guess_network(base)
+    report = scan_image_tree(directory)
+    files = list(report.files)
+    key = feature_key(base, files, image_size, network, augmentation, augment_passes, seed)
+    path = cache_dir() / f"{key}.npz"
+    if use_cache:
+        hit = _load(path)
+        if hit is not None:
+            return hit
+
+    model = feature_model(base, network)
+    start = time.perf_counter()
+    plain = images_dataset(files, None, image_size=image_size, batch_size=batch_size, cache=False)
+    features = _run(model, plain, len(files), "features", progress)
+    first_pass = time.perf_counter() - start
+    passes = []
+    if augment_passes:
+        keras.utils.set_random_seed(seed if seed is not None else 0)
+        for i in range(augment_passes):
+            passes.append(_run(model, plain, len(files), f"augmented pass {i + 1}/{augment_passes}", progress, augmentation))
+    augmented = np.stack(passes) if passes else np.zeros((0, *features.shape), "float32")
+    fs = FeatureSet(
+        features=features,
+        labels=np.asarray(report.labels, "int32"),
+        class_names=list(report.class_names),
+        files=[str(f) for f in files],
+        augmented=augmented,
+        seconds=time.perf_counter() - start,
+        images_per_second=len(files) / first_pass if first_pass else 0.0,
+        cache_file=path if use_cache else None,
+    )
+    if use_cache:
+        _save(path, fs)
+    return fs
+
+
+def train_head(
+    train: FeatureSet,
+    validation: FeatureSet | None = None,
+    epochs: int = 10,
+    batch_size: int = 32,
+    learning_rate: float = 1e-3,
+    dropout: float = 0.2,
+    callbacks=None,
+    verbose: int = 0,
+    seed: int | None = None,
+) -> tuple[keras.Model, keras.callbacks.History]:
+    """Train :func:`tlhelpers.classifier_head` on cached features.
+
+    Returns:
+        ``(head, history)``: the trained head (put it on the base with
+        ``build_classifier(base, num_classes, head=head)``) and its ``History``.
+    """
+    if validation is not None and list(validation.class_names) != list(train.class_names):
+        from .data import check_class_names
+
+        check_class_names(train.class_names, validation.class_names)
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    x, y = train.training_arrays()
+    head = classifier_head(x.shape[-1], len(train.class_names), dropout)
+    head.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    val = (validation.features, validation.labels) if validation is not None else None
+    history = head.fit(
+        x, y, validation_data=val, epochs=epochs, batch_size=batch_size, shuffle=True, callbacks=callbacks, verbose=verbose
+    )
+    return head, history
+
+
+__all__ = ["FeatureSet", "cache_dir", "extract_features", "feature_key", "feature_model", "train_head", "weights_digest"]
