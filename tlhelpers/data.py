@@ -107,6 +107,8 @@ def _check_file(path: Path, min_size: int) -> tuple[str, str]:
     try:
         with Image.open(path) as img:
             fmt, mode, size = img.format, img.mode, img.size
+            frames = getattr(img, "n_frames", 1)
+            img.seek(0)
             if fmt == "JPEG":
                 img.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
             img.load()
@@ -114,11 +116,11 @@ def _check_file(path: Path, min_size: int) -> tuple[str, str]:
         return "skip", "image too large (decompression bomb guard)"
     except (Image.UnidentifiedImageError, ValueError):
         return "skip", NOT_IMAGE
-    except (OSError, SyntaxError):
+    except Exception:  # truncated data, broken headers: Pillow raises many types
         return "skip", CORRUPT
     if min(size) < min_size:
         return "skip", f"{TOO_SMALL} (under {min_size} px)"
-    if getattr(img, "n_frames", 1) > 1 or (fmt, mode) not in _DIRECT:
+    if frames > 1 or (fmt, mode) not in _DIRECT:
         return "convert", f"{fmt} {mode}"
     return "ok", fmt
 
@@ -274,16 +276,18 @@ def scan_image_tree(directory: str | os.PathLike, min_size: int = 16, workers: i
     return report
 
 
+_SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "test", "testing"}
+
+
 def _require_classes(report: ImageTreeReport, class_dirs: list[Path]) -> None:
-    if len(report.class_names) >= 2:
-        return
     names = [d.name for d in class_dirs]
-    split_like = {"train", "training", "val", "valid", "validation", "test"}
-    if names and split_like & {n.lower() for n in names} and report.nested and len(report.nested) == len(report.files):
+    if names and {n.lower() for n in names} <= _SPLIT_NAMES and report.files and len(report.nested) == len(report.files):
         raise ValueError(
             f"{report.root} holds the splits {names}, not classes: pass one of them, "
             f"e.g. {report.root / names[0]}."
         )
+    if len(report.class_names) >= 2:
+        return
     found = ", ".join(f"{k} ({v} images)" for k, v in report.class_counts.items()) or "none"
     detail = report.summary() if report.num_skipped or report.empty_classes else ""
     raise ValueError(
