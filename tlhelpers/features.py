@@ -97,9 +97,14 @@ def _files_fingerprint(files: list[Path]) -> list[list]:
 
 
 def _augmentation_config(augmentation) -> object:
+    """What the augmentation does (layer types and settings), not its build state or names."""
     if augmentation is None:
         return None
-    return keras.saving.serialize_keras_object(augmentation)
+    layers = getattr(augmentation, "layers", None) or [augmentation]
+    return [
+        [type(layer).__name__, {k: v for k, v in layer.get_config().items() if k not in ("name", "trainable")}]
+        for layer in layers
+    ]
 
 
 def feature_key(base: keras.Model, files: list[Path], image_size, network: str, augmentation=None, augment_passes: int = 0, seed: int | None = None) -> str:

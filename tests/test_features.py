@@ -1,0 +1,133 @@
+"""Cached bottleneck features: hits, misses, damaged files, and heads that fit the base."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import keras
+import numpy as np
+import pytest
+
+import tlhelpers as tl
+from tlhelpers import features
+
+
+@pytest.fixture(scope="module")
+def base():
+    return tl.get_base_model("MobileNetV2", alpha=0.35, input_shape=(96, 96, 3))
+
+
+def test_features_are_cached_and_reused(base, copy_tree, isolated_home):
+    tree = copy_tree(per_class=4)
+    first = tl.extract_features(base, tree, progress=False)
+    assert not first.from_cache and first.features.shape == (8, 1280)
+    assert first.cache_file.exists() and first.cache_file.is_relative_to(isolated_home)
+    second = tl.extract_features(base, tree, progress=False)
+    assert second.from_cache
+    np.testing.assert_array_equal(second.features, first.features)
+    assert second.files == first.files and second.class_names == ["cats", "dogs"]
+
+
+def test_features_equal_the_full_model_path(base, copy_tree, isolated_home):
+    tree = copy_tree(per_class=3)
+    fs = tl.extract_features(base, tree, progress=False)
+    ds = tl.load_image_dataset(tree, image_size=(96, 96), shuffle=False)
+    direct = features.feature_model(base).predict(ds.map(lambda x, y: x), verbose=0)
+    assert [str(p) for p in ds.file_paths] == fs.files
+    np.testing.assert_allclose(fs.features, direct, rtol=1e-4, atol=1e-4)
+
+
+def test_every_key_input_changes_the_key(base, copy_tree, isolated_home):
+    tree = copy_tree(per_class=3)
+    fs = tl.extract_features(base, tree, progress=False)
+    key = fs.cache_file.stem
+    aug = tl.augmentation_layers(seed=1)
+    files = [tree / "cats" / p for p in sorted(os.listdir(tree / "cats"))] + [tree / "dogs" / p for p in sorted(os.listdir(tree / "dogs"))]
+    assert features.feature_key(base, files, (96, 96), "mobilenetv2") == key
+    variants = {
+        "image size": features.feature_key(base, files, (64, 64), "mobilenetv2"),
+        "preprocessing": features.feature_key(base, files, (96, 96), "resnet50"),
+        "augmentation passes": features.feature_key(base, files, (96, 96), "mobilenetv2", aug, 2),
+        "file list": features.feature_key(base, files[:-1], (96, 96), "mobilenetv2"),
+    }
+    other_alpha = tl.get_base_model("MobileNetV2", alpha=1.0, input_shape=(96, 96, 3))
+    variants["network and alpha"] = features.feature_key(other_alpha, files, (96, 96), "mobilenetv2")
+    assert key not in variants.values() and len(set(variants.values())) == len(variants)
+    # changed weights (same architecture) -> miss
+    weights = base.get_weights()
+    try:
+        base.set_weights([w + 0.01 if i == 0 else w for i, w in enumerate(weights)])
+        assert features.feature_key(base, files, (96, 96), "mobilenetv2") != key
+    finally:
+        base.set_weights(weights)
+    # a file edited in place (new content, new mtime) -> miss, and the features are recomputed
+    time.sleep(0.01)
+    files[0].write_bytes(files[1].read_bytes())
+    again = tl.extract_features(base, tree, progress=False)
+    assert not again.from_cache and again.cache_file.stem != key
+    np.testing.assert_allclose(again.features[0], again.features[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "flip_values"])
+def test_a_damaged_cache_file_is_rebuilt_not_trusted(base, copy_tree, isolated_home, damage):
+    tree = copy_tree(per_class=2)
+    fs = tl.extract_features(base, tree, progress=False)
+    raw = fs.cache_file.read_bytes()
+    if damage == "truncate":
+        fs.cache_file.write_bytes(raw[: len(raw) // 2])
+    elif damage == "garbage":
+        fs.cache_file.write_bytes(b"not a numpy file")
+    else:
+        data = dict(np.load(fs.cache_file))
+        data["features"] = data["features"] * 0  # valid file, wrong numbers
+        np.savez(fs.cache_file, **data)
+    rebuilt = tl.extract_features(base, tree, progress=False)
+    assert not rebuilt.from_cache
+    np.testing.assert_allclose(rebuilt.features, fs.features, atol=1e-5)
+    assert tl.extract_features(base, tree, progress=False).from_cache
+
+
+def test_augmented_passes_are_cached_alongside(base, copy_tree, isolated_home):
+    tree = copy_tree(per_class=2)
+    aug = tl.augmentation_layers(seed=3)
+    with pytest.raises(ValueError, match="augmentation layer"):
+        tl.extract_features(base, tree, augment_passes=2, progress=False)
+    fs = tl.extract_features(base, tree, augmentation=aug, augment_passes=2, progress=False)
+    assert fs.augmented.shape == (2, 4, 1280)
+    assert not np.allclose(fs.augmented[0], fs.features) and not np.allclose(fs.augmented[0], fs.augmented[1])
+    x, y = fs.training_arrays()
+    assert x.shape == (12, 1280) and y.tolist() == fs.labels.tolist() * 3
+    again = tl.extract_features(base, tree, augmentation=aug, augment_passes=2, progress=False)
+    assert again.from_cache
+    np.testing.assert_array_equal(again.augmented, fs.augmented)
+
+
+def test_head_trained_on_features_drops_onto_the_base(sample, isolated_home):
+    tl.set_seed(0)
+    base = tl.get_base_model("MobileNetV2", alpha=1.0, input_shape=(160, 160, 3))
+    train = tl.extract_features(base, sample / "train", progress=False)
+    val = tl.extract_features(base, sample / "validation", progress=False)
+    head, history = tl.train_head(train, val, epochs=10, seed=0)
+    assert history.history["val_accuracy"][-1] >= 0.8  # 40 real images per class
+    model = tl.build_classifier(base, 2, head=head)
+    ds = tl.load_image_dataset(sample / "validation", image_size=(160, 160), shuffle=False)
+    np.testing.assert_allclose(model.predict(ds, verbose=0), head.predict(val.features, verbose=0), atol=1e-4)
+    # and it fine-tunes from there
+    tl.unfreeze(base, 100)
+    model.compile(keras.optimizers.RMSprop(1e-5), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    before = model.evaluate(ds, verbose=0)[1]
+    model.fit(tl.load_image_dataset(sample / "train", image_size=(160, 160), seed=0), epochs=1, verbose=0)
+    assert model.evaluate(ds, verbose=0)[1] >= before - 0.05
+
+
+def test_quickstart_runs_end_to_end(tmp_path, isolated_home, capsys):
+    from tlhelpers import quickstart
+
+    assert quickstart.main(["--out", str(tmp_path / "out"), "--epochs", "5"]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "out" / "predictions.png").stat().st_size > 10_000
+    reloaded = keras.saving.load_model(tmp_path / "out" / "model.keras", safe_mode=True)
+    assert reloaded.output.shape == (None, 2)
+    accuracy = float(out.split("Full model on the validation JPEGs: accuracy ")[1].split(",")[0])
+    assert accuracy >= 0.8
