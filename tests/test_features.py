@@ -131,3 +131,15 @@ def test_quickstart_runs_end_to_end(tmp_path, isolated_home, capsys):
     assert reloaded.output.shape == (None, 2)
     accuracy = float(out.split("Full model on the validation JPEGs: accuracy ")[1].split(",")[0])
     assert accuracy >= 0.8
+
+
+def test_feature_subsets_match_the_dataset_split(base, copy_tree, isolated_home):
+    tree = copy_tree(per_class=5)
+    kwargs = dict(validation_split=0.3, seed=4)
+    val_fs = tl.extract_features(base, tree, subset="validation", progress=False, **kwargs)
+    train_fs = tl.extract_features(base, tree, subset="training", progress=False, **kwargs)
+    _, val_ds = tl.load_image_dataset(tree, image_size=(96, 96), subset="both", shuffle=False, **kwargs)
+    assert val_fs.files == val_ds.file_paths and len(val_fs.files) == 3 and len(train_fs.files) == 7
+    assert not set(val_fs.files) & set(train_fs.files)
+    labels = np.concatenate([y.numpy() for _, y in val_ds])
+    assert val_fs.labels.tolist() == labels.tolist()

@@ -171,3 +171,10 @@ def test_set_seed_makes_training_repeatable():
 def test_count_params(base160):
     trainable, frozen = tl.count_params(base160)
     assert trainable == 0 and frozen == base160.count_params()
+
+
+def test_images_per_second_is_measured(base160):
+    slow = tl.images_per_second(base160, batch_size=4, repeats=2)
+    small = tl.get_base_model("MobileNetV2", alpha=0.35, input_shape=(96, 96, 3))
+    fast = tl.images_per_second(small, batch_size=4, repeats=2)
+    assert 0 < slow < fast  # a thinner net on smaller images is faster

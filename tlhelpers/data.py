@@ -459,14 +459,7 @@ def load_image_dataset(
             that differ from ``class_names``.
     """
     directory = resolve_image_dir(directory)
-    if validation_split is not None and not 0 < validation_split < 1:
-        raise ValueError(f"validation_split must be between 0 and 1, got {validation_split}.")
-    if (validation_split is None) != (subset is None):
-        raise ValueError("Pass validation_split and subset together (subset: 'training', 'validation' or 'both').")
-    if subset not in (None, "training", "validation", "both"):
-        raise ValueError(f"subset must be 'training', 'validation' or 'both', got {subset!r}.")
-    if validation_split is not None and seed is None:
-        raise ValueError("Pass a seed with validation_split, so that the training and validation subsets do not overlap.")
+    check_split_arguments(validation_split, subset, seed)
     report = scan_image_tree(directory)
     if verbose and (report.num_skipped or report.converted):
         print(report.summary())
@@ -474,12 +467,7 @@ def load_image_dataset(
         check_class_names(list(class_names), report.class_names)
 
     pairs = list(zip(report.files, report.labels))
-    subsets = {None: pairs}
-    if validation_split is not None:
-        split_order = pairs[:]
-        random.Random(seed).shuffle(split_order)
-        n_val = int(round(validation_split * len(split_order)))
-        subsets = {"training": split_order[n_val:], "validation": split_order[:n_val]}
+    subsets = split_files(pairs, validation_split, seed)
 
     def build(chosen, training: bool):
         ds = images_dataset(
@@ -501,6 +489,33 @@ def load_image_dataset(
     if subset is not None:
         return build(subsets[subset], subset == "training")
     return build(pairs, True)
+
+
+def check_split_arguments(validation_split: float | None, subset: str | None, seed: int | None, allow_both: bool = True) -> None:
+    """Raise ``ValueError`` for an inconsistent ``validation_split``/``subset``/``seed``."""
+    if validation_split is not None and not 0 < validation_split < 1:
+        raise ValueError(f"validation_split must be between 0 and 1, got {validation_split}.")
+    if (validation_split is None) != (subset is None):
+        raise ValueError("Pass validation_split and subset together (subset: 'training', 'validation' or 'both').")
+    allowed = ("training", "validation", "both") if allow_both else ("training", "validation")
+    if subset is not None and subset not in allowed:
+        raise ValueError(f"subset must be one of {allowed}, got {subset!r}.")
+    if validation_split is not None and seed is None:
+        raise ValueError("Pass a seed with validation_split, so that the training and validation subsets do not overlap.")
+
+
+def split_files(pairs: list, validation_split: float | None, seed: int | None) -> dict:
+    """Split ``(file, label)`` pairs the same way every time for a given seed.
+
+    Returns:
+        ``{None: pairs}`` without a split, else ``{"training": [...], "validation": [...]}``.
+    """
+    if validation_split is None:
+        return {None: list(pairs)}
+    order = list(pairs)
+    random.Random(seed).shuffle(order)
+    n_val = int(round(validation_split * len(order)))
+    return {"training": order[n_val:], "validation": order[:n_val]}
 
 
 def resolve_image_dir(directory: str | os.PathLike) -> Path:

@@ -150,7 +150,10 @@ def _fetch_kaggle(source: DatasetSource, target: Path) -> Path:
     import kagglehub  # uses the standard Kaggle configuration (~/.kaggle or KAGGLE_* variables)
 
     handle = source.url.removeprefix("kaggle://")
-    downloaded = Path(kagglehub.dataset_download(handle))
+    try:
+        downloaded = Path(kagglehub.dataset_download(handle))
+    except Exception as err:  # kagglehub raises network, HTTP and credential errors of many types
+        raise OSError(f"Kaggle download of {handle} failed: {type(err).__name__}: {err}") from err
     candidates = [downloaded / source.root, *downloaded.glob(f"*/{source.root}"), downloaded]
     found = next((c for c in candidates if _complete(c, source)), None)
     if found is None:

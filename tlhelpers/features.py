@@ -34,7 +34,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from . import kit  # noqa: E402
-from .data import images_dataset, resolve_image_dir, scan_image_tree  # noqa: E402
+from .data import check_split_arguments, images_dataset, resolve_image_dir, scan_image_tree, split_files  # noqa: E402
 from .models import _guess_network, classifier_head, preprocessing_layer  # noqa: E402
 
 _FORMAT_VERSION = 1
@@ -187,6 +187,8 @@ def extract_features(
     batch_size: int = 32,
     use_cache: bool = True,
     progress: bool = True,
+    validation_split: float | None = None,
+    subset: str | None = None,
 ) -> FeatureSet:
     """The pooled features of every usable image in a folder-per-class tree, cached.
 
@@ -202,6 +204,9 @@ def extract_features(
         batch_size: images per batch through the base.
         use_cache: read and write the on-disk cache (:func:`cache_dir`).
         progress: show a progress bar while extracting.
+        validation_split, subset: take only the ``"training"`` or ``"validation"``
+            part of the folder, split exactly as :func:`tlhelpers.load_image_dataset`
+            splits it with the same ``seed``.
 
     Returns:
         A :class:`FeatureSet`; ``from_cache`` tells whether it was a cache hit.
@@ -211,8 +216,10 @@ def extract_features(
     directory = resolve_image_dir(directory)
     image_size = tuple(image_size or base.input_shape[1:3])
     network = network or _guess_network(base)
+    check_split_arguments(validation_split, subset, seed, allow_both=False)
     report = scan_image_tree(directory)
-    files = list(report.files)
+    chosen = split_files(list(zip(report.files, report.labels)), validation_split, seed)[subset]
+    files = [f for f, _ in chosen]
     key = feature_key(base, files, image_size, network, augmentation, augment_passes, seed)
     path = cache_dir() / f"{key}.npz"
     if use_cache:
@@ -233,7 +240,7 @@ def extract_features(
     augmented = np.stack(passes) if passes else np.zeros((0, *features.shape), "float32")
     fs = FeatureSet(
         features=features,
-        labels=np.asarray(report.labels, "int32"),
+        labels=np.asarray([label for _, label in chosen], "int32"),
         class_names=list(report.class_names),
         files=[str(f) for f in files],
         augmented=augmented,
