@@ -178,3 +178,18 @@ def test_images_per_second_is_measured(base160):
     small = tl.get_base_model("MobileNetV2", alpha=0.35, input_shape=(96, 96, 3))
     fast = tl.images_per_second(small, batch_size=4, repeats=2)
     assert 0 < slow < fast  # a thinner net on smaller images is faster
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.35])  # 0.35: official weights with real BatchNorm statistics
+def test_folding_batchnorm_keeps_the_outputs_and_drops_the_layers(base160, alpha):
+    base = base160 if alpha == 1.0 else tl.get_base_model("MobileNetV2", alpha=alpha, input_shape=(160, 160, 3))
+    folded = tl.models.fold_batchnorm(base)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
+    images, _ = sample_images(8)
+    x = keras.applications.mobilenet_v2.preprocess_input(images.copy())
+    expected = base.predict(x, verbose=0)
+    np.testing.assert_allclose(folded.predict(x, verbose=0), expected, atol=2e-3, rtol=1e-3)
+    assert np.abs(folded.predict(x, verbose=0) - expected).max() < 1e-2 * np.abs(expected).max()
+    assert base.get_layer("Conv1").use_bias is False  # the original is untouched
+    dense = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    assert tl.models.fold_batchnorm(dense) is dense  # nothing to fold

@@ -35,7 +35,7 @@ import tensorflow as tf  # noqa: E402
 
 from . import kit  # noqa: E402
 from .data import check_split_arguments, images_dataset, resolve_image_dir, scan_image_tree, split_files  # noqa: E402
-from .models import _guess_network, classifier_head, preprocessing_layer  # noqa: E402
+from .models import _guess_network, classifier_head, fold_batchnorm, preprocessing_layer  # noqa: E402
 
 _FORMAT_VERSION = 1
 
@@ -148,12 +148,16 @@ def _load(path: Path) -> FeatureSet | None:
     return FeatureSet(class_names=meta["class_names"], files=meta["files"], from_cache=True, cache_file=path, **arrays)
 
 
-def feature_model(base: keras.Model, network: str | None = None) -> keras.Model:
-    """``[0, 255]`` images -> preprocessing -> frozen base (inference mode) -> pooled vector."""
+def feature_model(base: keras.Model, network: str | None = None, fold: bool = True) -> keras.Model:
+    """``[0, 255]`` images -> preprocessing -> frozen base (inference mode) -> pooled vector.
+
+    With ``fold=True`` the base's BatchNorm layers are folded into its convolutions
+    (:func:`tlhelpers.models.fold_batchnorm`): same features, faster.
+    """
     network = network or _guess_network(base)
     inputs = keras.Input(base.input_shape[1:])
     x = preprocessing_layer(network)(inputs)
-    x = base(x, training=False)
+    x = (fold_batchnorm(base) if fold else base)(x, training=False)
     if len(x.shape) == 4:
         x = keras.layers.GlobalAveragePooling2D()(x)
     return keras.Model(inputs, x, name=f"{base.name}_features")

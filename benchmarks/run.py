@@ -1,0 +1,268 @@
+"""Benchmark: the standard transfer-learning recipe against cached features, and fine-tuning.
+
+Run from the repository root (with the offline kit installed, or online)::
+
+    python benchmarks/run.py
+
+Every phase runs in its own Python process, one after the other, so that each gets the
+machine to itself and its peak memory is its own. All phases use the same data
+(``cats_and_dogs_filtered``: 2,000 training and 1,000 validation images at 160x160), the
+same MobileNetV2 (alpha 1.0) base, the same head (dropout 0.2, softmax) and 10 epochs:
+
+``standard``
+    The TensorFlow tutorial's recipe: ``image_dataset_from_directory`` pipelines and
+    ``fit`` with augmentation layers, the frozen base running on every image every epoch.
+``cached``
+    tlhelpers: extract the pooled features once (cold cache, so the extraction and the
+    tree check are counted), train the head on them.
+``cached_augmented``
+    The same with two augmented passes of the training images cached alongside.
+``fine_tune``
+    From the cached head: unfreeze the base from layer 100 (BatchNorm frozen), RMSprop
+    1e-5, 10 more epochs on images with augmentation.
+``throughput``
+    Images per second through the frozen base on a first pass over the 3,000 JPEGs: a plain
+    ``model.predict`` over ``image_dataset_from_directory`` against the tlhelpers pipeline;
+    the base alone on tensors in memory; and the share of time the base waits for input.
+
+Writes ``benchmarks/results.json`` and ``benchmarks/results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+IMAGE_SIZE = (160, 160)
+BATCH_SIZE = 32
+EPOCHS = 10
+SEED = 42
+PHASES = ["throughput", "standard", "cached", "cached_augmented", "fine_tune"]
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _base():
+    import tlhelpers as tl
+
+    return tl.get_base_model("MobileNetV2", alpha=1.0, input_shape=(*IMAGE_SIZE, 3))
+
+
+def phase_standard(data: Path) -> dict:
+    import keras
+
+    import tlhelpers as tl
+
+    tl.set_seed(SEED)
+    start = time.perf_counter()
+    train = keras.utils.image_dataset_from_directory(data / "train", image_size=IMAGE_SIZE, batch_size=BATCH_SIZE, seed=SEED, verbose=False)
+    val = keras.utils.image_dataset_from_directory(data / "validation", image_size=IMAGE_SIZE, batch_size=BATCH_SIZE, shuffle=False, verbose=False)
+    train, val = train.prefetch(-1), val.prefetch(-1)
+    base = _base()
+    inputs = keras.Input((*IMAGE_SIZE, 3))
+    x = keras.layers.RandomFlip("horizontal", seed=SEED)(inputs)
+    x = keras.layers.RandomRotation(0.1, seed=SEED)(x)
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(x)
+    x = base(x, training=False)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dropout(0.2)(x)
+    outputs = keras.layers.Dense(2, activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(train, validation_data=val, epochs=EPOCHS, verbose=0)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "val_accuracy": history.history["val_accuracy"][-1], "epochs": EPOCHS}
+
+
+def _cached(data: Path, passes: int) -> tuple[dict, object, object]:
+    import tlhelpers as tl
+
+    tl.set_seed(SEED)
+    start = time.perf_counter()
+    base = _base()
+    augmentation = tl.augmentation_layers(seed=SEED) if passes else None
+    train = tl.extract_features(base, data / "train", augmentation=augmentation, augment_passes=passes, seed=SEED, progress=False)
+    val = tl.extract_features(base, data / "validation", progress=False)
+    extracted = time.perf_counter() - start
+    head, history = tl.train_head(train, val, epochs=EPOCHS, seed=SEED)
+    seconds = time.perf_counter() - start
+    result = {
+        "seconds": seconds,
+        "extract_seconds": extracted,
+        "head_seconds": seconds - extracted,
+        "val_accuracy": history.history["val_accuracy"][-1],
+        "augment_passes": passes,
+        "epochs": EPOCHS,
+    }
+    return result, base, head
+
+
+def phase_cached(data: Path) -> dict:
+    return _cached(data, 0)[0]
+
+
+def phase_cached_augmented(data: Path) -> dict:
+    return _cached(data, 2)[0]
+
+
+def phase_fine_tune(data: Path) -> dict:
+    import keras
+
+    import tlhelpers as tl
+
+    head_result, base, head = _cached(data, 2)
+    start = time.perf_counter()
+    train = tl.load_image_dataset(data / "train", image_size=IMAGE_SIZE, batch_size=BATCH_SIZE, seed=SEED, verbose=False)
+    val = tl.load_image_dataset(data / "validation", image_size=IMAGE_SIZE, batch_size=BATCH_SIZE, shuffle=False, verbose=False)
+    model = tl.build_classifier(base, 2, augmentation=tl.augmentation_layers(seed=SEED), head=head)
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    before = model.evaluate(val, verbose=0)[1]
+    tl.unfreeze(base, 100)
+    model.compile(keras.optimizers.RMSprop(1e-5), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(train, validation_data=val, epochs=EPOCHS, verbose=0)
+    return {
+        "seconds": time.perf_counter() - start,
+        "val_accuracy": history.history["val_accuracy"][-1],
+        "best_val_accuracy": max(history.history["val_accuracy"]),
+        "val_accuracy_before": before,
+        "head_seconds": head_result["seconds"],
+        "fine_tune_at": 100,
+        "epochs": EPOCHS,
+    }
+
+
+def phase_throughput(data: Path) -> dict:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import tlhelpers as tl
+    from tlhelpers import features
+
+    base = _base()
+    model = features.feature_model(base, "mobilenetv2")
+    folders = [data / "train", data / "validation"]
+
+    # 1. the plain route: image_dataset_from_directory + model.predict, first pass
+    plain = None
+    for folder in folders:
+        ds = keras.utils.image_dataset_from_directory(folder, image_size=IMAGE_SIZE, batch_size=BATCH_SIZE, shuffle=False, labels=None, verbose=False)
+        plain = ds if plain is None else plain.concatenate(ds)
+    model.predict(plain.take(1), verbose=0)  # build the graph outside the timing
+    start = time.perf_counter()
+    n_plain = len(model.predict(plain, verbose=0))
+    baseline = n_plain / (time.perf_counter() - start)
+
+    # 2. tlhelpers: checked files, parallel reduced-scale JPEG decoding, feature extraction
+    start = time.perf_counter()
+    n_tl = 0
+    for folder in folders:
+        fs = tl.extract_features(base, folder, use_cache=False, progress=False)
+        n_tl += len(fs.files)
+    ours = n_tl / (time.perf_counter() - start)
+
+    # 3. the base alone, graph mode, on tensors already in memory
+    base_only = tl.images_per_second(model, batch_size=BATCH_SIZE, repeats=10)
+
+    # 4. the input pipeline alone, and the share of time the base waits for it
+    files = [str(p) for folder in folders for p in tl.scan_image_tree(folder).files]
+    pipeline = tl.images_dataset(files, None, image_size=IMAGE_SIZE, batch_size=BATCH_SIZE, cache=False)
+    start = time.perf_counter()
+    for batch in pipeline:
+        pass
+    pipeline_rate = len(files) / (time.perf_counter() - start)
+    step = tf.function(lambda x: model(x, training=False))
+    start = time.perf_counter()
+    for batch in pipeline:
+        step(batch).numpy()
+    combined = time.perf_counter() - start
+    compute = len(files) / base_only
+    return {
+        "images": n_tl,
+        "baseline_images_per_s": baseline,
+        "tlhelpers_images_per_s": ours,
+        "speedup": ours / baseline,
+        "base_alone_images_per_s": base_only,
+        "pipeline_alone_images_per_s": pipeline_rate,
+        "base_waits_for_input_share": max(0.0, 1 - compute / combined),
+        "cpu_count": os.cpu_count(),
+        "decoded_image_cache_mb": len(files) * IMAGE_SIZE[0] * IMAGE_SIZE[1] * 3 / 2**20,
+    }
+
+
+def run_phase(name: str, data: Path) -> dict:
+    """Run one phase in this process and return its results with its peak memory."""
+    result = globals()[f"phase_{name}"](data)
+    result["peak_memory_mb"] = _peak_mb()
+    return result
+
+
+def _markdown(results: dict) -> str:
+    t, s, c, ca, f = (results[k] for k in ("throughput", "standard", "cached", "cached_augmented", "fine_tune"))
+    rows = [
+        "| Recipe (10 epochs, 160×160, MobileNetV2 1.0) | Wall time | Speed-up | Validation accuracy | Peak memory |",
+        "|---|---:|---:|---:|---:|",
+        f"| Standard (`image_dataset_from_directory` + `fit`, augmentation) | {s['seconds']:.0f} s | 1.0× | {s['val_accuracy']:.1%} | {s['peak_memory_mb']:.0f} MB |",
+        f"| Cached features (extraction {c['extract_seconds']:.0f} s + head {c['head_seconds']:.1f} s) | {c['seconds']:.0f} s | {s['seconds'] / c['seconds']:.1f}× | {c['val_accuracy']:.1%} | {c['peak_memory_mb']:.0f} MB |",
+        f"| Cached features + 2 augmented passes | {ca['seconds']:.0f} s | {s['seconds'] / ca['seconds']:.1f}× | {ca['val_accuracy']:.1%} | {ca['peak_memory_mb']:.0f} MB |",
+        f"| Fine-tuning from layer 100, BatchNorm frozen (after the cached head) | {f['seconds']:.0f} s | | {f['val_accuracy']:.1%} (from {f['val_accuracy_before']:.1%}) | {f['peak_memory_mb']:.0f} MB |",
+        "",
+        "| Images per second through the frozen base, first pass over 3,000 JPEGs | |",
+        "|---|---:|",
+        f"| `model.predict` over `image_dataset_from_directory` | {t['baseline_images_per_s']:.0f} |",
+        f"| tlhelpers (`extract_features`: checked files, parallel reduced-scale decoding) | {t['tlhelpers_images_per_s']:.0f} ({t['speedup']:.2f}×) |",
+        f"| the base alone, graph mode, tensors in memory | {t['base_alone_images_per_s']:.0f} |",
+        f"| the tlhelpers input pipeline alone | {t['pipeline_alone_images_per_s']:.0f} |",
+        f"| share of time the base waits for input (tlhelpers pipeline) | {t['base_waits_for_input_share']:.0%} |",
+    ]
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--phase", choices=PHASES, help="run one phase in this process (used internally)")
+    parser.add_argument("--data", help="the dataset folder (default: cats_and_dogs_filtered from the kit)")
+    parser.add_argument("--out", default=str(HERE / "results.json"))
+    args = parser.parse_args(argv)
+
+    import tlhelpers as tl
+
+    data = Path(args.data) if args.data else tl.dataset_path("cats_and_dogs_filtered")
+    if args.phase:
+        print(json.dumps(run_phase(args.phase, data)))
+        return 0
+
+    results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
+    for name in PHASES:
+        with tempfile.TemporaryDirectory() as home:  # cold caches for every phase
+            env = {**os.environ, "TLHELPERS_HOME": home, "TFHUB_CACHE_DIR": str(tl.kit.hub_cache_dir())}
+            print(f"[{time.strftime('%H:%M:%S')}] {name} ...", flush=True)
+            proc = subprocess.run([sys.executable, __file__, "--phase", name, "--data", str(data)], capture_output=True, text=True, env=env)
+            if proc.returncode:
+                print(proc.stderr[-3000:], file=sys.stderr)
+                return proc.returncode
+            results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+            print(f"    {json.dumps(results[name])}", flush=True)
+    import tensorflow as tf
+
+    results["machine"]["tensorflow"] = tf.__version__
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    table = _markdown(results)
+    Path(args.out).with_suffix(".md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
