@@ -193,3 +193,20 @@ def test_folding_batchnorm_keeps_the_outputs_and_drops_the_layers(base160, alpha
     assert base.get_layer("Conv1").use_bias is False  # the original is untouched
     dense = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     assert tl.models.fold_batchnorm(dense) is dense  # nothing to fold
+
+
+def test_augmentation_repeats_with_the_same_seed():
+    images, _ = sample_images(4, size=(64, 64))
+
+    def augmented(seed):
+        tl.set_seed(seed)
+        layer = tl.augmentation_layers(seed=seed)
+        return [keras.ops.convert_to_numpy(layer(images, training=True)) for _ in range(2)]
+
+    first, again, other = augmented(1), augmented(1), augmented(2)
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+    assert not np.array_equal(first[0], first[1])  # a new variation on every call
+    assert not np.array_equal(first[0], other[0])
+    passthrough = keras.ops.convert_to_numpy(tl.augmentation_layers(seed=1)(images, training=False))
+    np.testing.assert_array_equal(passthrough, images)  # inactive outside training
