@@ -35,7 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
+    import numpy as np
+
     import tlhelpers as tl
+
+    import keras
     from tlhelpers.data import resolve_image_dir
 
     start = time.perf_counter()
@@ -59,20 +63,21 @@ def main(argv: list[str] | None = None) -> int:
           f"{history.history['val_accuracy'][-1]:.3f} on features")
 
     model = tl.build_classifier(base, len(train.class_names), head=head)
-    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     val_ds = tl.load_image_dataset(data / "validation", image_size=size, shuffle=False, class_names=train.class_names)
-    loss, accuracy = model.evaluate(val_ds, verbose=0)
-    print(f"Full model on the validation JPEGs: accuracy {accuracy:.3f}, loss {loss:.3f}")
+    probabilities = model.predict(val_ds, verbose=0)
+    labels = np.concatenate([y.numpy() for _, y in val_ds])
+    accuracy = float((probabilities.argmax(-1) == labels).mean())
+    print(f"Full model on the validation JPEGs: accuracy {accuracy:.3f} ({len(labels)} images)")
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    images, labels = next(iter(val_ds.unbatch().batch(30)))
-    probabilities = model.predict(images, verbose=0)
-    fig = tl.plot_predictions(images.numpy(), probabilities, [c.title() for c in train.class_names], labels=labels.numpy())
+    pick = np.random.default_rng(args.seed).choice(len(labels), size=min(30, len(labels)), replace=False)
+    images = np.stack([keras.utils.img_to_array(keras.utils.load_img(val_ds.file_paths[i], target_size=size)) for i in pick])
+    fig = tl.plot_predictions(images, probabilities[pick], [c.title() for c in train.class_names], labels=labels[pick])
     fig.savefig(out / "predictions.png", dpi=80)
     model.save(out / "model.keras")
-    right = int((probabilities.argmax(-1) == labels.numpy()).sum())
-    print(f"Saved {out / 'predictions.png'} ({right}/{len(labels)} right in the grid) and {out / 'model.keras'}")
+    right = int((probabilities[pick].argmax(-1) == labels[pick]).sum())
+    print(f"Saved {out / 'predictions.png'} ({right}/{len(pick)} right in the grid) and {out / 'model.keras'}")
     print(f"Done in {time.perf_counter() - start:.0f} s")
     return 0
 
