@@ -144,7 +144,6 @@ def phase_fine_tune(data: Path) -> dict:
 
 def phase_throughput(data: Path) -> dict:
     import keras
-    import numpy as np
     import tensorflow as tf
 
     import tlhelpers as tl
@@ -179,7 +178,7 @@ def phase_throughput(data: Path) -> dict:
     files = [str(p) for folder in folders for p in tl.scan_image_tree(folder).files]
     pipeline = tl.images_dataset(files, None, image_size=IMAGE_SIZE, batch_size=BATCH_SIZE, cache=False)
     start = time.perf_counter()
-    for batch in pipeline:
+    for _ in pipeline:
         pass
     pipeline_rate = len(files) / (time.perf_counter() - start)
     step = tf.function(lambda x: model(x, training=False))
