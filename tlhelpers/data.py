@@ -379,7 +379,7 @@ def images_dataset(
     if shuffle:
         random.Random(seed).shuffle(order)
     files = [files[i] for i in order]
-    is_jpeg = [f.lower().endswith((".jpg", ".jpeg")) and _looks_like_jpeg(f) for f in files]
+    is_jpeg = [_looks_like_jpeg(f) for f in files]  # by content: extensions can lie
     image_size = tuple(int(s) for s in image_size)
     if cache == "auto":
         cache = len(files) * image_size[0] * image_size[1] * 3 < _memory_budget()

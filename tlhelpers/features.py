@@ -107,13 +107,23 @@ def _augmentation_config(augmentation) -> object:
     ]
 
 
-def feature_key(base: keras.Model, files: list[Path], image_size, network: str, augmentation=None, augment_passes: int = 0, seed: int | None = None) -> str:
-    """The cache key: a SHA-256 over everything that changes the feature vectors."""
+def feature_key(
+    base: keras.Model,
+    files: list[Path],
+    image_size,
+    network: str,
+    augmentation=None,
+    augment_passes: int = 0,
+    seed: int | None = None,
+    digest: str | None = None,
+) -> str:
+    """The cache key: a SHA-256 over everything that changes the feature vectors
+    (``digest``: the base's :func:`weights_digest`, computed when not given)."""
     spec = {
         "version": _FORMAT_VERSION,
         "base": base.name,
         "input_shape": list(base.input_shape[1:]),
-        "weights": weights_digest(base),
+        "weights": digest or weights_digest(base),
         "image_size": list(image_size),
         "preprocess": keras.saving.serialize_keras_object(preprocessing_layer(network)),
         "augmentation": _augmentation_config(augmentation) if augment_passes else None,
@@ -163,8 +173,28 @@ def feature_model(base: keras.Model, network: str | None = None, fold: bool = Tr
     return keras.Model(inputs, x, name=f"{base.name}_features")
 
 
-def _run(model: keras.Model, dataset, total: int, desc: str, progress: bool, augmentation=None) -> np.ndarray:
-    from tqdm.auto import tqdm
+_EXTRACTORS: dict[tuple, tuple] = {}
+
+
+def _extractor(base: keras.Model, network: str, digest: str, augmentation=None):
+    """The compiled feature function for ``base``, built once per base, weights,
+    network and augmentation, and kept for the current base only.
+
+    Folding BatchNorm and tracing the graph take seconds; extracting the training and
+    the validation folder one after the other reuses them.
+    """
+    import weakref
+
+    for stale in [k for k, v in _EXTRACTORS.items() if v[0]() is not base]:
+        del _EXTRACTORS[stale]  # do not keep other bases' models alive
+    model_key = (id(base), digest, network)
+    if model_key not in _EXTRACTORS:
+        _EXTRACTORS[model_key] = (weakref.ref(base), feature_model(base, network))
+    model = _EXTRACTORS[model_key][1]
+    step_key = (*model_key, id(augmentation))
+    hit = _EXTRACTORS.get(step_key)
+    if hit is not None and hit[2] is augmentation:
+        return hit[1]
 
     @tf.function(reduce_retracing=True)
     def step(images):
@@ -172,12 +202,21 @@ def _run(model: keras.Model, dataset, total: int, desc: str, progress: bool, aug
             images = augmentation(images, training=True)
         return model(images, training=False)
 
+    _EXTRACTORS[step_key] = (weakref.ref(base), step, augmentation)
+    return step
+
+
+def _run(step, dataset, total: int, desc: str, progress: bool) -> np.ndarray:
+    from tqdm.auto import tqdm
+
     out = []
     with tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False, mininterval=1.0) as bar:
         for images in dataset:
             out.append(step(images).numpy())
             bar.update(int(images.shape[0]))
-    return np.concatenate(out).astype("float32") if out else np.zeros((0, model.output_shape[-1]), "float32")
+    if not out:
+        raise ValueError("There are no images to extract features from (an empty subset?).")
+    return np.concatenate(out).astype("float32")
 
 
 def extract_features(
@@ -224,23 +263,24 @@ def extract_features(
     report = scan_image_tree(directory)
     chosen = split_files(list(zip(report.files, report.labels)), validation_split, seed)[subset]
     files = [f for f, _ in chosen]
-    key = feature_key(base, files, image_size, network, augmentation, augment_passes, seed)
+    digest = weights_digest(base)
+    key = feature_key(base, files, image_size, network, augmentation, augment_passes, seed, digest=digest)
     path = cache_dir() / f"{key}.npz"
     if use_cache:
         hit = _load(path)
         if hit is not None:
             return hit
 
-    model = feature_model(base, network)
     start = time.perf_counter()
     plain = images_dataset(files, None, image_size=image_size, batch_size=batch_size, cache=False)
-    features = _run(model, plain, len(files), "features", progress)
+    features = _run(_extractor(base, network, digest), plain, len(files), "features", progress)
     first_pass = time.perf_counter() - start
     passes = []
     if augment_passes:
         keras.utils.set_random_seed(seed if seed is not None else 0)
+        step = _extractor(base, network, digest, augmentation)
         for i in range(augment_passes):
-            passes.append(_run(model, plain, len(files), f"augmented pass {i + 1}/{augment_passes}", progress, augmentation))
+            passes.append(_run(step, plain, len(files), f"augmented pass {i + 1}/{augment_passes}", progress))
     augmented = np.stack(passes) if passes else np.zeros((0, *features.shape), "float32")
     fs = FeatureSet(
         features=features,
