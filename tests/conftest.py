@@ -58,16 +58,3 @@ def copy_tree(tmp_path):
         return dest
 
     return make
-
-
-def sample_images(n: int = 8, size=(160, 160), split: str = "validation"):
-    """A batch of real sample images (float32, [0, 255]) with their labels, cats and dogs mixed."""
-    import numpy as np
-    from PIL import Image
-
-    files = []
-    for cls in ("cats", "dogs"):
-        files += sorted((SAMPLE / split / cls).glob("*.jpg"))[: n // 2]
-    images = np.stack([np.asarray(Image.open(f).convert("RGB").resize(size[::-1]), dtype="float32") for f in files])
-    labels = np.array([0] * (n // 2) + [1] * (n // 2))
-    return images, labels

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from conftest import sample_images
+from helpers import sample_images
 
 import tlhelpers as tl
 from tlhelpers import hub as tlhub

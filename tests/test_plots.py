@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.colors as mcolors  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from conftest import sample_images  # noqa: E402
+from helpers import sample_images  # noqa: E402
 
 import tlhelpers as tl  # noqa: E402
 from tlhelpers import plots  # noqa: E402
