@@ -127,6 +127,13 @@ def server(tmp_path):
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    rewrite: str | None = None  # when set, every path under /models/ serves this file
+
+    def translate_path(self, path):
+        if self.rewrite and path.startswith("/models/"):
+            path = self.rewrite
+        return super().translate_path(path)
+
     def log_message(self, *args):
         pass
 
@@ -176,3 +183,44 @@ def test_unknown_or_unreachable_dataset(monkeypatch, tmp_path):
     monkeypatch.setenv("TLHELPERS_HOME", str(tmp_path))
     with pytest.raises(datasets.DatasetUnavailableError, match="tlhelpers.kit install"):
         datasets.dataset_path("cats_and_dogs_filtered", download=False)
+
+
+def test_download_builds_a_kit_that_installs(server, tmp_path, monkeypatch, kit_dir):
+    """`kit download` against a stand-in for the internet on loopback, then `kit install`."""
+    www, url = server
+    models = kit_dir / "keras" / "models"
+    (www / "mobilenet_v2").mkdir()
+    for alpha, size, top in kit.MOBILENET_V2_WEIGHTS:
+        name = kit.mobilenet_v2_weights_name(alpha, size, top)
+        shutil.copyfile(kit._resolve_link_stub(models / name), www / "mobilenet_v2" / name)
+    shutil.copyfile(models / kit.IMAGENET_CLASS_INDEX, www / kit.IMAGENET_CLASS_INDEX)
+    hub_src = kit._resolve_link_stub(kit_dir / "tfhub_modules" / kit.hub_handle_dirname(kit.HUB_HANDLES[1]))
+    with tarfile.open(www / "module.tar.gz", "w:gz") as tf:
+        for path in sorted(hub_src.rglob("*")):
+            tf.add(path, arcname=str(path.relative_to(hub_src)), recursive=False)
+    _QuietHandler.rewrite = "/module.tar.gz"  # any handle path serves the compressed module
+    build = tmp_path / "toy"
+    for split in ("train", "validation"):
+        for cls in ("a", "b"):
+            (build / split / cls).mkdir(parents=True)
+            (build / split / cls / "x.txt").write_text(split + cls)
+    shutil.make_archive(str(www / "toy"), "zip", tmp_path, "toy")
+    payload = (www / "toy.zip").read_bytes()
+    monkeypatch.setattr(kit, "KERAS_WEIGHTS_URL", url + "/")
+    monkeypatch.setattr(kit, "IMAGENET_CLASS_INDEX_URL", f"{url}/{kit.IMAGENET_CLASS_INDEX}")
+    monkeypatch.setattr(kit, "HUB_HANDLES", [f"{url}/models/feature_vector/5"])
+    monkeypatch.setitem(datasets.DATASETS, "toy", datasets.DatasetSource(f"{url}/toy.zip", len(payload), hashlib.sha256(payload).hexdigest(), "toy", ("train", "validation")))
+    try:
+        built = kit.download(tmp_path / "newkit", datasets=["toy"])
+    finally:
+        _QuietHandler.rewrite = None
+    assert len(list((built / "keras" / "models").glob("*.h5"))) == len(kit.MOBILENET_V2_WEIGHTS)
+    assert (built / "tfhub_modules" / kit.hub_handle_dirname(f"{url}/models/feature_vector/5") / "saved_model.pb").exists()
+    assert (built / "datasets" / "toy" / "validation" / "b" / "x.txt").read_text() == "validationb"
+    sums = (built / "SHA256SUMS").read_text()
+    assert "./keras/models/imagenet_class_index.json" in sums and "./datasets/toy/train/a/x.txt" in sums
+    monkeypatch.setenv("TLHELPERS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.delenv("TFHUB_CACHE_DIR", raising=False)
+    counts = kit.install(built)
+    assert counts["keras"] == len(kit.MOBILENET_V2_WEIGHTS) + 1 and counts["datasets"] == 4

@@ -31,6 +31,7 @@ MOBILENET_V2_WEIGHTS = [
 ]
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
 IMAGENET_CLASS_INDEX = "imagenet_class_index.json"
+IMAGENET_CLASS_INDEX_URL = "https://storage.googleapis.com/download.tensorflow.org/data/" + IMAGENET_CLASS_INDEX
 
 #: The TF Hub handles the notebooks use.
 HUB_HANDLES = [
@@ -211,11 +212,12 @@ def download(kit_dir: str | os.PathLike, datasets: Iterable[str] | None = None) 
     models.mkdir(parents=True, exist_ok=True)
     names = [mobilenet_v2_weights_name(a, s, top) for a, s, top in MOBILENET_V2_WEIGHTS]
     for name in names:
-        keras.utils.get_file(name, KERAS_WEIGHTS_URL + "mobilenet_v2/" + name, cache_dir=str(kit / "keras"))
+        keras.utils.get_file(name, KERAS_WEIGHTS_URL + "mobilenet_v2/" + name, cache_dir=str(kit / "keras"), cache_subdir="models")
     keras.utils.get_file(
         IMAGENET_CLASS_INDEX,
-        "https://storage.googleapis.com/download.tensorflow.org/data/" + IMAGENET_CLASS_INDEX,
+        IMAGENET_CLASS_INDEX_URL,
         cache_dir=str(kit / "keras"),
+        cache_subdir="models",
         file_hash="c2c37ea517e94d9795004a39431a14cb",
     )
     hub_dir = kit / "tfhub_modules"
