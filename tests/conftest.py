@@ -7,11 +7,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import SAMPLE
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "data" / "cats_and_dogs_sample"
 KIT = Path(os.environ.get("TLHELPERS_KIT", ROOT.parent / "shared" / "kit"))
 
 
