@@ -34,7 +34,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from . import kit  # noqa: E402
-from .data import check_split_arguments, images_dataset, resolve_image_dir, scan_image_tree, split_files  # noqa: E402
+from .data import check_class_names, check_split_arguments, images_dataset, resolve_image_dir, scan_image_tree, split_files  # noqa: E402
 from .models import _guess_network, classifier_head, fold_batchnorm, preprocessing_layer  # noqa: E402
 
 _FORMAT_VERSION = 1
@@ -134,12 +134,15 @@ def feature_key(
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _arrays_checksum(arrays: dict[str, np.ndarray]) -> str:
+    return hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays.values())).hexdigest()
+
+
 def _save(path: Path, fs: FeatureSet) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
     arrays = {"features": fs.features, "labels": fs.labels, "augmented": fs.augmented}
-    checksum = hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays.values())).hexdigest()
-    meta = json.dumps({"class_names": fs.class_names, "files": fs.files, "checksum": checksum})
+    meta = json.dumps({"class_names": fs.class_names, "files": fs.files, "checksum": _arrays_checksum(arrays)})
     np.savez(tmp, meta=np.array(meta), **arrays)
     os.replace(tmp, path)
 
@@ -152,8 +155,7 @@ def _load(path: Path) -> FeatureSet | None:
             arrays = {k: data[k] for k in ("features", "labels", "augmented")}
     except Exception:  # truncated zip, bad JSON, missing arrays: all mean "rebuild"
         return None
-    checksum = hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays.values())).hexdigest()
-    if checksum != meta.get("checksum") or len(arrays["features"]) != len(meta.get("files", ())):
+    if _arrays_checksum(arrays) != meta.get("checksum") or len(arrays["features"]) != len(meta.get("files", ())):
         return None
     return FeatureSet(class_names=meta["class_names"], files=meta["files"], from_cache=True, cache_file=path, **arrays)
 
@@ -314,9 +316,7 @@ def train_head(
         ``(head, history)``: the trained head (put it on the base with
         ``build_classifier(base, num_classes, head=head)``) and its ``History``.
     """
-    if validation is not None and list(validation.class_names) != list(train.class_names):
-        from .data import check_class_names
-
+    if validation is not None:
         check_class_names(train.class_names, validation.class_names)
     if seed is not None:
         keras.utils.set_random_seed(seed)

@@ -41,21 +41,15 @@ def resolve_handle(handle: str) -> str:
         return str(cached)
     import tensorflow_hub as hub
 
-    previous = os.environ.get("TFHUB_CACHE_DIR")
-    os.environ["TFHUB_CACHE_DIR"] = str(kit.hub_cache_dir())
     try:
-        return hub.resolve(handle)
+        with kit.hub_cache_set_to(kit.hub_cache_dir()):
+            return hub.resolve(handle)
     except Exception as err:  # tensorflow_hub raises several unrelated types
         raise RuntimeError(
             f"Could not get the TF Hub model {handle}: it is not in the cache {kit.hub_cache_dir()} and "
             f"downloading it failed ({type(err).__name__}: {err}). Connect to the internet or install the "
             "offline kit: `python -m tlhelpers.kit install PATH/TO/kit`."
         ) from err
-    finally:
-        if previous is None:
-            os.environ.pop("TFHUB_CACHE_DIR", None)
-        else:
-            os.environ["TFHUB_CACHE_DIR"] = previous
 
 
 def _wrap_existing(variable: tf.Variable) -> keras.Variable:

@@ -91,12 +91,9 @@ def get_base_model(
         kwargs["alpha"] = alpha
     try:
         model = getattr(keras.applications, network)(**kwargs)
-    except (urllib.error.URLError, OSError) as err:
-        if weights == "imagenet":
-            raise RuntimeError(kit.weights_missing_message(f"{network} ImageNet weights") + f" ({err})") from err
-        raise
     except Exception as err:  # Keras wraps download failures in a plain Exception
-        if weights == "imagenet" and "URL fetch failure" in str(err):
+        download_failed = isinstance(err, (urllib.error.URLError, OSError)) or "URL fetch failure" in str(err)
+        if weights == "imagenet" and download_failed:
             raise RuntimeError(kit.weights_missing_message(f"{network} ImageNet weights") + f" ({err})") from err
         raise
 

@@ -17,11 +17,12 @@ copy onto every machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import shutil
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 #: The MobileNetV2 ImageNet weight files the notebooks use (alpha, size, with top).
@@ -65,6 +66,20 @@ def hub_cache_dir() -> Path:
     """The TF Hub cache ``tlhelpers`` reads handles from (``$TFHUB_CACHE_DIR`` if set)."""
     env = os.environ.get("TFHUB_CACHE_DIR")
     return Path(env).expanduser() if env else home() / "tfhub_modules"
+
+
+@contextlib.contextmanager
+def hub_cache_set_to(folder: str | os.PathLike) -> Iterator[None]:
+    """Point ``TFHUB_CACHE_DIR`` (where ``tensorflow_hub`` downloads to) at ``folder`` for the block."""
+    previous = os.environ.get("TFHUB_CACHE_DIR")
+    os.environ["TFHUB_CACHE_DIR"] = str(folder)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TFHUB_CACHE_DIR", None)
+        else:
+            os.environ["TFHUB_CACHE_DIR"] = previous
 
 
 def datasets_dir() -> Path:
@@ -220,17 +235,9 @@ def download(kit_dir: str | os.PathLike, datasets: Iterable[str] | None = None) 
         cache_subdir="models",
         file_hash="c2c37ea517e94d9795004a39431a14cb",
     )
-    hub_dir = kit / "tfhub_modules"
-    previous = os.environ.get("TFHUB_CACHE_DIR")
-    os.environ["TFHUB_CACHE_DIR"] = str(hub_dir)
-    try:
+    with hub_cache_set_to(kit / "tfhub_modules"):
         for handle in HUB_HANDLES:
             hub.resolve(handle)
-    finally:
-        if previous is None:
-            os.environ.pop("TFHUB_CACHE_DIR")
-        else:
-            os.environ["TFHUB_CACHE_DIR"] = previous
     for name in datasets or named.DATASETS:
         named.fetch(name, target_dir=kit / "datasets")
     with open(kit / "SHA256SUMS", "w", encoding="utf8") as out:
