@@ -1,18 +1,65 @@
-"""Shared fixtures: the bundled sample, the offline kit, and image trees made on the fly."""
+"""Shared fixtures: the bundled sample, the offline kit, and image trees made on the fly.
+
+No test writes into the real home folder. At start-up this module points ``KERAS_HOME``
+and ``TLHELPERS_HOME`` at a temporary folder (before Keras is imported: Keras reads
+``KERAS_HOME`` once) whose caches link to the installed kit's weights, TF Hub models
+and datasets, read-only; every test then gets a fresh, empty ``TLHELPERS_HOME`` of its
+own with the same links.
+"""
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 from helpers import SAMPLE
 
+from tlhelpers import core
+
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 ROOT = Path(__file__).resolve().parent.parent
 KIT = Path(os.environ.get("TLHELPERS_KIT", ROOT.parent / "shared" / "kit"))
+
+# Where the kit was installed (the user's real caches), read before they are redirected.
+INSTALLED = {
+    "keras_models": core.keras_models_dir(),
+    "tfhub_modules": core.hub_cache_dir(),
+    "datasets": core.datasets_dir(),
+}
+_SESSION = Path(tempfile.mkdtemp(prefix="tlhelpers-tests-"))
+atexit.register(shutil.rmtree, _SESSION, ignore_errors=True)
+
+
+def _linked_home(folder: Path) -> Path:
+    """A TLHELPERS_HOME whose TF Hub cache and datasets are links to the installed ones."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("tfhub_modules", "datasets"):
+        if INSTALLED[name].is_dir() and not (folder / name).exists():
+            (folder / name).symlink_to(INSTALLED[name], target_is_directory=True)
+    return folder
+
+
+(_SESSION / "keras").mkdir()
+if INSTALLED["keras_models"].is_dir():
+    (_SESSION / "keras" / "models").symlink_to(INSTALLED["keras_models"], target_is_directory=True)
+os.environ["KERAS_HOME"] = str(_SESSION / "keras")
+os.environ["TLHELPERS_HOME"] = str(_linked_home(_SESSION / "home"))
+os.environ.pop("TFHUB_CACHE_DIR", None)
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path, monkeypatch) -> Path:
+    """A fresh, empty TLHELPERS_HOME for every test (scan and feature caches start
+    empty), with the installed TF Hub cache and datasets reachable through links."""
+    home = _linked_home(tmp_path / "tlhelpers_home")
+    monkeypatch.setenv("TLHELPERS_HOME", str(home))
+    monkeypatch.delenv("TFHUB_CACHE_DIR", raising=False)
+    return home
 
 
 @pytest.fixture(scope="session")
@@ -27,22 +74,6 @@ def kit_dir() -> Path:
     if not (KIT / "keras" / "models").is_dir():
         pytest.skip(f"no offline kit at {KIT} (set TLHELPERS_KIT)")
     return KIT
-
-
-@pytest.fixture
-def isolated_home(tmp_path, monkeypatch) -> Path:
-    """A fresh, empty TLHELPERS_HOME (scan and feature caches), keeping the installed
-    TF Hub cache and datasets reachable."""
-    from tlhelpers import kit
-
-    hub_dir, datasets_dir = kit.hub_cache_dir(), kit.datasets_dir()
-    home = tmp_path / "home"
-    monkeypatch.setenv("TLHELPERS_HOME", str(home))
-    monkeypatch.setenv("TFHUB_CACHE_DIR", str(hub_dir))
-    (home).mkdir()
-    if datasets_dir.exists():
-        (home / "datasets").symlink_to(datasets_dir)
-    return home
 
 
 @pytest.fixture

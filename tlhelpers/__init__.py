@@ -1,84 +1,73 @@
 """tlhelpers: the small helper package behind the transfer-learning notebooks.
 
-Importing it imports TensorFlow and Keras with their start-up log lines hidden.
+``import tlhelpers as tl`` is instant: each public name is loaded on first use, and
+the modules that need TensorFlow import it then, with its start-up log lines hidden.
+``python -m tlhelpers.kit`` never imports TensorFlow.
+
+Modules (each has one job): ``core`` (paths, hashing, atomic writes), ``kit`` (the
+offline kit), ``datasets`` (named datasets), ``data`` (checking image folders and
+``tf.data`` pipelines), ``models`` (bases, heads, unfreezing), ``folding``
+(BatchNorm folded into convolutions), ``hub`` (TF Hub models as Keras layers),
+``features`` (cached features), ``callbacks``, ``plots``, ``runtime`` (seeding and
+timing).
 """
 
-from ._quiet import import_tensorflow_quietly
+from __future__ import annotations
 
-import_tensorflow_quietly()
+import importlib
 
-from .callbacks import CollectBatchStats, EpochSummary, early_stopping, resumable_fit  # noqa: E402
-from .data import (  # noqa: E402
-    ImageTreeReport,
-    check_class_names,
-    images_dataset,
-    load_image_dataset,
-    scan_image_tree,
-)
-from .datasets import DATASETS, DatasetUnavailableError, dataset_path  # noqa: E402
-from .features import FeatureSet, extract_features, train_head  # noqa: E402
-from .hub import HubFeatureExtractor, hub_feature_extractor  # noqa: E402
-from .models import (  # noqa: E402
-    ImagenetPreprocess,
-    augmentation_layers,
-    available_networks,
-    build_classifier,
-    classifier_head,
-    count_params,
-    fold_batchnorm,
-    get_base_model,
-    images_per_second,
-    preprocessing_layer,
-    set_seed,
-    unfreeze,
-)
-from .plots import (  # noqa: E402
-    plot_batch_stats,
-    plot_confusion_matrix,
-    plot_history,
-    plot_predictions,
-    plot_top_losses,
-    show_batch,
-    top_losses,
-)
+__version__ = "0.2.0"
 
-__version__ = "0.1.0"
+#: Public name -> the module that defines it.
+_EXPORTS = {
+    "CollectBatchStats": "callbacks",
+    "EpochSummary": "callbacks",
+    "early_stopping": "callbacks",
+    "resumable_fit": "callbacks",
+    "ImageTreeReport": "data",
+    "images_dataset": "data",
+    "load_image_dataset": "data",
+    "scan_image_tree": "data",
+    "DatasetUnavailableError": "datasets",
+    "dataset_path": "datasets",
+    "FeatureSet": "features",
+    "extract_features": "features",
+    "train_head": "features",
+    "hub_feature_extractor": "hub",
+    "augmentation_layers": "models",
+    "available_networks": "models",
+    "build_classifier": "models",
+    "classifier_head": "models",
+    "count_params": "models",
+    "get_base_model": "models",
+    "unfreeze": "models",
+    "plot_batch_stats": "plots",
+    "plot_confusion_matrix": "plots",
+    "plot_history": "plots",
+    "plot_predictions": "plots",
+    "plot_top_losses": "plots",
+    "show_batch": "plots",
+    "top_losses": "plots",
+    "images_per_second": "runtime",
+    "set_seed": "runtime",
+}
+_SUBMODULES = {
+    "callbacks", "core", "data", "datasets", "features", "folding", "hub", "kit", "models", "plots", "runtime",
+}
 
-__all__ = [
-    "DATASETS",
-    "CollectBatchStats",
-    "DatasetUnavailableError",
-    "EpochSummary",
-    "FeatureSet",
-    "HubFeatureExtractor",
-    "ImageTreeReport",
-    "ImagenetPreprocess",
-    "augmentation_layers",
-    "available_networks",
-    "build_classifier",
-    "check_class_names",
-    "classifier_head",
-    "count_params",
-    "dataset_path",
-    "early_stopping",
-    "extract_features",
-    "fold_batchnorm",
-    "get_base_model",
-    "hub_feature_extractor",
-    "images_dataset",
-    "images_per_second",
-    "load_image_dataset",
-    "plot_batch_stats",
-    "plot_confusion_matrix",
-    "plot_history",
-    "plot_predictions",
-    "plot_top_losses",
-    "preprocessing_layer",
-    "resumable_fit",
-    "scan_image_tree",
-    "set_seed",
-    "show_batch",
-    "top_losses",
-    "train_head",
-    "unfreeze",
-]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'tlhelpers' has no attribute {name!r}")
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS, *_SUBMODULES})

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from . import kit
+from . import core
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 #: Formats and modes TensorFlow decodes to the right RGB pixels without help.
@@ -127,12 +127,12 @@ def _check_file(path: Path, min_size: int) -> tuple[str, str]:
 
 def _scan_cache_file(root: Path) -> Path:
     key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16]
-    return kit.home() / "cache" / "scans" / f"{key}.json"
+    return core.home() / "cache" / "scans" / f"{key}.json"
 
 
 def _converted_path(path: Path, stat: os.stat_result) -> Path:
     key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:20]
-    return kit.home() / "cache" / "converted" / f"{key}.png"
+    return core.home() / "cache" / "converted" / f"{key}.png"
 
 
 def _convert_to_rgb(path: Path, dest: Path) -> None:

@@ -17,7 +17,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import kit
+from . import core
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def dataset_path(name: str, download: bool = True) -> Path:
     if name not in DATASETS:
         raise ValueError(f"Unknown dataset {name!r}; choose one of {sorted(DATASETS)}.")
     source = DATASETS[name]
-    folder = kit.datasets_dir() / name
+    folder = core.datasets_dir() / name
     if _complete(folder, source):
         return folder
     if not download:
@@ -122,7 +122,7 @@ def fetch(name: str, target_dir: str | os.PathLike | None = None, retries: int =
         The extracted dataset folder.
     """
     source = DATASETS[name]
-    target_root = Path(target_dir) if target_dir else kit.datasets_dir()
+    target_root = Path(target_dir) if target_dir else core.datasets_dir()
     target = target_root / name
     if _complete(target, source):
         return target
@@ -186,7 +186,7 @@ def download_file(url: str, dest: Path, size: int | None = None, sha256: str | N
             actual_size = partial.stat().st_size
             if size is not None and actual_size != size:
                 raise ValueError(f"{url}: expected {size} bytes, got {actual_size} (an incomplete download?)")
-            if sha256 is not None and kit.sha256(partial) != sha256:
+            if sha256 is not None and core.sha256(partial) != sha256:
                 raise ValueError(f"{url}: the SHA-256 checksum does not match the pinned one")
             os.replace(partial, dest)
             return dest

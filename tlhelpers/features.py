@@ -33,7 +33,7 @@ import_tensorflow_quietly()
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from . import kit  # noqa: E402
+from . import core  # noqa: E402
 from .data import check_class_names, check_split_arguments, images_dataset, resolve_image_dir, scan_image_tree, split_files  # noqa: E402
 from .models import _guess_network, classifier_head, fold_batchnorm, preprocessing_layer  # noqa: E402
 
@@ -75,7 +75,7 @@ class FeatureSet:
 
 def cache_dir() -> Path:
     """Where features are cached: ``$TLHELPERS_HOME/cache/features``."""
-    return kit.home() / "cache" / "features"
+    return core.home() / "cache" / "features"
 
 
 def weights_digest(model: keras.Model) -> str:

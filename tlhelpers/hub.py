@@ -18,7 +18,7 @@ import_tensorflow_quietly()
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from . import kit  # noqa: E402
+from . import core  # noqa: E402
 
 #: The MobileNetV2 feature-vector model the notebooks use.
 MOBILENET_V2_FEATURE_VECTOR = "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5"
@@ -36,17 +36,17 @@ def resolve_handle(handle: str) -> str:
     """
     if os.path.isdir(handle):
         return handle
-    cached = kit.hub_cache_dir() / kit.hub_handle_dirname(handle)
+    cached = core.hub_cache_dir() / core.hub_handle_dirname(handle)
     if (cached / "saved_model.pb").exists():
         return str(cached)
     import tensorflow_hub as hub
 
     try:
-        with kit.hub_cache_set_to(kit.hub_cache_dir()):
+        with core.hub_cache_set_to(core.hub_cache_dir()):
             return hub.resolve(handle)
     except Exception as err:  # tensorflow_hub raises several unrelated types
         raise RuntimeError(
-            f"Could not get the TF Hub model {handle}: it is not in the cache {kit.hub_cache_dir()} and "
+            f"Could not get the TF Hub model {handle}: it is not in the cache {core.hub_cache_dir()} and "
             f"downloading it failed ({type(err).__name__}: {err}). Connect to the internet or install the "
             "offline kit: `python -m tlhelpers.kit install PATH/TO/kit`."
         ) from err

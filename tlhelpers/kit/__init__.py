@@ -17,13 +17,13 @@ copy onto every machine.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import hashlib
 import os
 import shutil
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
+
+from ..core import datasets_dir, home, hub_cache_dir, hub_cache_set_to, hub_handle_dirname, keras_home, keras_models_dir, sha256
 
 #: The MobileNetV2 ImageNet weight files the notebooks use (alpha, size, with top).
 MOBILENET_V2_WEIGHTS = [
@@ -44,68 +44,11 @@ HUB_HANDLES = [
 _LINK_STUB_MAX_BYTES = 256
 
 
-def home() -> Path:
-    """Where ``tlhelpers`` keeps datasets, TF Hub models and caches.
-
-    ``$TLHELPERS_HOME`` if set, else ``~/.tlhelpers``.
-    """
-    return Path(os.environ.get("TLHELPERS_HOME", Path.home() / ".tlhelpers")).expanduser()
-
-
-def keras_home() -> Path:
-    """Keras' own cache folder: ``$KERAS_HOME`` if set, else ``~/.keras``."""
-    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser()
-
-
-def keras_models_dir() -> Path:
-    """The folder Keras searches for downloaded weights before it downloads them."""
-    return keras_home() / "models"
-
-
-def hub_cache_dir() -> Path:
-    """The TF Hub cache ``tlhelpers`` reads handles from (``$TFHUB_CACHE_DIR`` if set)."""
-    env = os.environ.get("TFHUB_CACHE_DIR")
-    return Path(env).expanduser() if env else home() / "tfhub_modules"
-
-
-@contextlib.contextmanager
-def hub_cache_set_to(folder: str | os.PathLike) -> Iterator[None]:
-    """Point ``TFHUB_CACHE_DIR`` (where ``tensorflow_hub`` downloads to) at ``folder`` for the block."""
-    previous = os.environ.get("TFHUB_CACHE_DIR")
-    os.environ["TFHUB_CACHE_DIR"] = str(folder)
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("TFHUB_CACHE_DIR", None)
-        else:
-            os.environ["TFHUB_CACHE_DIR"] = previous
-
-
-def datasets_dir() -> Path:
-    """The folder named datasets are extracted into."""
-    return home() / "datasets"
-
-
 def mobilenet_v2_weights_name(alpha: str | float, size: int, include_top: bool) -> str:
     """The file name Keras gives a MobileNetV2 ImageNet weights file."""
     alpha = f"{float(alpha):g}" if float(alpha) != 1 else "1.0"
     suffix = "" if include_top else "_no_top"
     return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{size}{suffix}.h5"
-
-
-def sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """The hex SHA-256 digest of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def hub_handle_dirname(handle: str) -> str:
-    """The folder name TF Hub's cache uses for ``handle`` (the SHA-1 of the string)."""
-    return hashlib.sha1(handle.encode("utf8")).hexdigest()
 
 
 def _resolve_link_stub(path: Path) -> Path:

@@ -1,0 +1,107 @@
+"""Paths, hashing and atomic writes: the TensorFlow-free core every other module uses.
+
+Nothing here imports TensorFlow or Keras, so the kit command (``python -m
+tlhelpers.kit``) and the scanning of image folders start in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = [
+    "atomic_path",
+    "datasets_dir",
+    "home",
+    "hub_cache_dir",
+    "hub_cache_set_to",
+    "hub_handle_dirname",
+    "keras_home",
+    "keras_models_dir",
+    "sha256",
+]
+
+
+def home() -> Path:
+    """Where ``tlhelpers`` keeps datasets, TF Hub models and caches.
+
+    ``$TLHELPERS_HOME`` if set, else ``~/.tlhelpers``.
+    """
+    return Path(os.environ.get("TLHELPERS_HOME") or Path.home() / ".tlhelpers").expanduser()
+
+
+def keras_home() -> Path:
+    """Keras' own cache folder: ``$KERAS_HOME`` if set, else ``~/.keras``."""
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras").expanduser()
+
+
+def keras_models_dir() -> Path:
+    """The folder Keras searches for downloaded weights before it downloads them."""
+    return keras_home() / "models"
+
+
+def hub_cache_dir() -> Path:
+    """The TF Hub cache ``tlhelpers`` reads handles from (``$TFHUB_CACHE_DIR`` if set)."""
+    env = os.environ.get("TFHUB_CACHE_DIR")
+    return Path(env).expanduser() if env else home() / "tfhub_modules"
+
+
+def datasets_dir() -> Path:
+    """The folder named datasets are extracted into: ``home()/datasets``."""
+    return home() / "datasets"
+
+
+@contextlib.contextmanager
+def hub_cache_set_to(folder: str | os.PathLike) -> Iterator[None]:
+    """Point ``TFHUB_CACHE_DIR`` (where ``tensorflow_hub`` downloads to) at ``folder`` for the block."""
+    previous = os.environ.get("TFHUB_CACHE_DIR")
+    os.environ["TFHUB_CACHE_DIR"] = str(folder)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TFHUB_CACHE_DIR", None)
+        else:
+            os.environ["TFHUB_CACHE_DIR"] = previous
+
+
+def sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """The hex SHA-256 digest of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hub_handle_dirname(handle: str) -> str:
+    """The folder name TF Hub's cache uses for ``handle`` (the SHA-1 of the string)."""
+    return hashlib.sha1(handle.encode("utf8")).hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Write a file under a temporary name, then rename it to ``target`` in one step.
+
+    Yields a fresh path in ``target``'s folder (unique per call, so two processes
+    writing the same target never share a temporary file); when the block finishes
+    without an exception the file there replaces ``target`` atomically, otherwise it
+    is removed. Readers therefore see the old file or the complete new one, never a
+    half-written one. ``suffix`` keeps an extension some writers insist on
+    (``".keras"``, ``".npz"``).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
