@@ -23,12 +23,19 @@ def test_mobilenet_v2_base_is_frozen_and_headless(base160):
     assert not any(layer.name == "predictions" for layer in base160.layers)
 
 
-def test_alpha_reaches_mobilenets_only():
-    slim = tl.get_base_model("MobileNetV2", alpha=0.35, input_shape=(96, 96, 3))
+def test_alpha_defaults_per_family_and_is_checked():
+    slim = tl.get_base_model("MobileNetV2", input_shape=(96, 96, 3))  # the seed's default, 0.35
     assert slim.get_layer("Conv1").filters == 16  # 32 filters scaled by 0.35, rounded to 8
     assert slim.output.shape[-1] == 1280  # the last layer is never thinned
-    resnet = tl.get_base_model("ResNet50", alpha=0.35, input_shape=(64, 64, 3), weights=None)
-    assert resnet.output.shape == (None, 2, 2, 2048)
+    v1 = tl.get_base_model("MobileNet", input_shape=(96, 96, 3), weights=None)
+    assert v1.get_layer("conv1").filters == 32  # Keras' own default, 1.0
+    with pytest.raises(ValueError, match=r"MobileNetV3Small has ImageNet weights for alpha in \[0.75, 1.0\], not 0.35"):
+        tl.get_base_model("MobileNetV3Small", alpha=0.35, input_shape=(96, 96, 3))
+    with pytest.raises(ValueError, match=r"alpha in \[0.25, 0.5, 0.75, 1.0\]"):
+        tl.get_base_model("MobileNet", alpha=0.35, input_shape=(96, 96, 3))
+    with pytest.raises(ValueError, match="ResNet50 has none"):
+        tl.get_base_model("ResNet50", alpha=0.35, input_shape=(64, 64, 3), weights=None)
+    assert tl.get_base_model("MobileNet", alpha=0.35, input_shape=(96, 96, 3), weights=None).get_layer("conv1").filters == 11
 
 
 def test_training_layer_cuts_the_model(base160):
@@ -59,17 +66,21 @@ def test_bad_arguments_raise_clear_errors():
 
 
 def test_missing_weights_offline_say_how_to_get_them(tmp_path, monkeypatch):
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    # keras reads KERAS_HOME when it is imported; point its cache at the empty folder directly
-    monkeypatch.setattr("keras.src.utils.file_utils.config.keras_home", lambda: str(tmp_path), raising=False)
-    monkeypatch.setattr("urllib.request.urlopen", _offline)
-    monkeypatch.setattr("urllib.request.urlretrieve", _offline)
-    with pytest.raises(RuntimeError, match="tlhelpers.kit install"):
+    """With an empty weights cache, Keras tries to download; that failure becomes our advice."""
+    from keras.src.utils import file_utils
+
+    tried = []
+
+    def offline(url, *args, **kwargs):
+        tried.append(url)
+        raise OSError("network unreachable (simulated)")
+
+    monkeypatch.setattr(file_utils.config, "keras_home", lambda: str(tmp_path))  # an empty cache
+    monkeypatch.setattr(file_utils, "urlretrieve", offline)
+    with pytest.raises(RuntimeError, match="tlhelpers.kit install") as err:
         tl.get_base_model("MobileNetV2", alpha=0.35, input_shape=(96, 96, 3), weights="imagenet")
-
-
-def _offline(*args, **kwargs):
-    raise OSError("network unreachable (simulated)")
+    assert tried and tried[0].endswith("mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5")
+    assert "no internet access" in str(err.value)
 
 
 def test_full_imagenet_model_recognises_real_photos():
@@ -84,11 +95,46 @@ def test_full_imagenet_model_recognises_real_photos():
     assert not is_cat[labels == 1].all()
 
 
-@pytest.mark.parametrize("mode", ["tf", "torch", "caffe"])
-def test_preprocess_layer_matches_keras(mode):
-    images, _ = sample_images(2)
-    expected = keras.applications.imagenet_utils.preprocess_input(images.copy(), mode=mode)
-    np.testing.assert_allclose(tl.ImagenetPreprocess(mode)(images), expected, rtol=1e-5, atol=1e-3)
+@pytest.mark.parametrize("network", tl.available_networks())
+def test_preprocessing_matches_keras_for_every_network(network):
+    """For each network, tlhelpers' preprocessing layer equals the network's own
+    ``keras.applications.<module>.preprocess_input`` on real photos."""
+    import importlib
+
+    images, _ = sample_images(2, size=(32, 32))
+    module = importlib.import_module(getattr(keras.applications, network).__module__)
+    expected = module.preprocess_input(images.copy())
+    got = keras.ops.convert_to_numpy(tl.models.preprocessing_layer(network)(images))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-3)
+
+
+def _small_input(network):
+    if network.startswith("NASNet"):
+        return (224, 224, 3) if network == "NASNetMobile" else (331, 331, 3)
+    return (75, 75, 3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("network", tl.available_networks())
+def test_build_classifier_preprocesses_like_keras_for_every_network(network):
+    """A base built with keras.applications directly (random weights, small input):
+    build_classifier finds the network from the model's name and its pooled features
+    equal the reference pipeline, Keras' preprocess_input then the base."""
+    import importlib
+
+    keras.utils.set_random_seed(0)
+    shape = _small_input(network)
+    base = getattr(keras.applications, network)(include_top=False, weights=None, input_shape=shape)
+    base.trainable = False
+    assert tl.models.network_of(base) == network or (network == "NASNetLarge" and tl.models.network_of(base) == "NASNetMobile")
+    model = tl.build_classifier(base, 2)
+    pooled = keras.Model(model.input, model.get_layer("pool").output)
+    images, _ = sample_images(2, size=shape[:2])
+    module = importlib.import_module(getattr(keras.applications, network).__module__)
+    reference = keras.ops.convert_to_numpy(keras.ops.mean(base(module.preprocess_input(images.copy()), training=False), axis=(1, 2)))
+    got = keras.ops.convert_to_numpy(pooled(images, training=False))
+    scale = np.abs(reference).max() + 1e-6
+    assert np.abs(got - reference).max() <= 1e-3 * scale, f"{network}: features differ from Keras' reference"
 
 
 def _bn_layers(model):
@@ -126,10 +172,22 @@ def test_unfreeze_keeps_batchnorm_statistics_fixed():
 
 
 def test_naive_unfreezing_does_move_batchnorm_statistics():
-    """The pitfall unfreeze() avoids is real in Keras 3: training=False does not protect BatchNorm."""
+    """The pitfall unfreeze() avoids, in the form that happens on every Keras version: the
+    whole base made trainable and called without ``training=False`` (as many tutorials
+    do), so fit() runs its BatchNorm layers in training mode and overwrites their
+    pre-trained statistics. (Keras up to 3.15 does this even through
+    ``base(x, training=False)``, keras-team/keras#20285; 3.16 honours the argument.)"""
     base = tl.get_base_model("MobileNetV2", alpha=1.0, input_shape=(160, 160, 3))
-    before, _ = _fine_tune_step(base, train_all_bn=True)
-    moved = [not np.array_equal(bn.moving_mean.numpy(), mean) for bn, (mean, _) in zip(_bn_layers(base), before)]
+    inputs = keras.Input((160, 160, 3))
+    x = base(keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs))  # no training=False
+    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    base.trainable = True
+    model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+    before = [bn.moving_mean.numpy().copy() for bn in _bn_layers(base)]
+    images, labels = sample_images(8)
+    model.fit(images, labels, batch_size=8, epochs=1, verbose=0)
+    moved = [not np.array_equal(bn.moving_mean.numpy(), mean) for bn, mean in zip(_bn_layers(base), before)]
     assert all(moved)
 
 
@@ -152,6 +210,8 @@ def test_classifier_saves_and_reloads_in_safe_mode(base160, tmp_path):
     model.save(tmp_path / "m.keras")
     reloaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
     np.testing.assert_allclose(reloaded.predict(images, verbose=0), expected, atol=1e-5)
+    # MobileNetV2's preprocessing is a built-in layer: the file needs no tlhelpers to load
+    assert isinstance(reloaded.get_layer("preprocess"), keras.layers.Rescaling)
 
 
 def test_set_seed_makes_training_repeatable():
@@ -168,22 +228,50 @@ def test_set_seed_makes_training_repeatable():
     np.testing.assert_array_equal(run(), run())
 
 
-def test_count_params(base160):
-    trainable, frozen = tl.count_params(base160)
-    assert trainable == 0 and frozen == base160.count_params()
+def test_count_params():
+    base = tl.get_base_model("MobileNetV2", alpha=0.35, input_shape=(96, 96, 3))
+    assert tl.count_params(base) == (0, base.count_params())
+    tl.unfreeze(base, 100)
+    trainable, frozen = tl.count_params(base)
+    expected = sum(
+        int(np.prod(w.shape))
+        for layer in base.layers[100:]
+        if not isinstance(layer, keras.layers.BatchNormalization)
+        for w in layer.weights
+    )
+    assert trainable == expected > 0
+    assert trainable + frozen == base.count_params()
 
 
-def test_images_per_second_is_measured(base160):
-    slow = tl.images_per_second(base160, batch_size=4, repeats=2)
-    small = tl.get_base_model("MobileNetV2", alpha=0.35, input_shape=(96, 96, 3))
-    fast = tl.images_per_second(small, batch_size=4, repeats=2)
-    assert 0 < slow < fast  # a thinner net on smaller images is faster
+class _Sleep(keras.layers.Layer):
+    """Takes a known time per call, so that images_per_second has a known answer."""
+
+    def call(self, x):
+        import time
+
+        import tensorflow as tf
+
+        def wait(t):
+            time.sleep(0.05)
+            return t
+
+        return tf.numpy_function(wait, [x], tf.float32, stateful=True)
+
+    def compute_output_shape(self, shape):
+        return shape
+
+
+def test_images_per_second_is_measured():
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, _Sleep()(inputs))
+    rate = tl.images_per_second(model, batch_size=4, repeats=3)
+    assert 20 < rate < 4 / 0.05  # 4 images per call of at least 50 ms: at most 80 per second
 
 
 @pytest.mark.parametrize("alpha", [1.0, 0.35])  # 0.35: official weights with real BatchNorm statistics
 def test_folding_batchnorm_keeps_the_outputs_and_drops_the_layers(base160, alpha):
     base = base160 if alpha == 1.0 else tl.get_base_model("MobileNetV2", alpha=alpha, input_shape=(160, 160, 3))
-    folded = tl.models.fold_batchnorm(base)
+    folded = tl.folding.fold_batchnorm(base)
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
     images, _ = sample_images(8)
     x = keras.applications.mobilenet_v2.preprocess_input(images.copy())
@@ -192,7 +280,7 @@ def test_folding_batchnorm_keeps_the_outputs_and_drops_the_layers(base160, alpha
     assert np.abs(folded.predict(x, verbose=0) - expected).max() < 1e-2 * np.abs(expected).max()
     assert base.get_layer("Conv1").use_bias is False  # the original is untouched
     dense = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    assert tl.models.fold_batchnorm(dense) is dense  # nothing to fold
+    assert tl.folding.fold_batchnorm(dense) is dense  # nothing to fold
 
 
 def test_augmentation_repeats_with_the_same_seed():

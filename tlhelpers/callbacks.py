@@ -14,6 +14,8 @@ import_tensorflow_quietly()
 
 import keras  # noqa: E402
 
+from .core import atomic_path  # noqa: E402
+
 
 class CollectBatchStats(keras.callbacks.Callback):
     """Records the loss and accuracy after every training batch.
@@ -158,14 +160,12 @@ class _EpochCheckpoint(keras.callbacks.Callback):
         for key, val in logs.items():
             self.state["history"].setdefault(key, []).append(float(val))
         self.state.update(epoch=epoch + 1, checkpoint=name)
-        tmp = self.folder / "state.json.tmp"
-        tmp.write_text(json.dumps(self.state))
-        os.replace(tmp, self.folder / "state.json")
+        with atomic_path(self.folder / "state.json") as tmp:
+            tmp.write_text(json.dumps(self.state))
         if previous and previous != name:
             (self.folder / previous).unlink(missing_ok=True)
 
 
 def _atomic_save(model: keras.Model, path: Path) -> None:
-    tmp = path.with_name(path.stem + ".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)

@@ -35,7 +35,8 @@ import tensorflow as tf  # noqa: E402
 
 from . import core  # noqa: E402
 from .data import check_class_names, check_split_arguments, images_dataset, resolve_image_dir, scan_image_tree, split_files  # noqa: E402
-from .models import _guess_network, classifier_head, fold_batchnorm, preprocessing_layer  # noqa: E402
+from .folding import fold_batchnorm  # noqa: E402
+from .models import classifier_head, network_of, preprocessing_layer  # noqa: E402
 
 _FORMAT_VERSION = 1
 
@@ -139,12 +140,10 @@ def _arrays_checksum(arrays: dict[str, np.ndarray]) -> str:
 
 
 def _save(path: Path, fs: FeatureSet) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
     arrays = {"features": fs.features, "labels": fs.labels, "augmented": fs.augmented}
     meta = json.dumps({"class_names": fs.class_names, "files": fs.files, "checksum": _arrays_checksum(arrays)})
-    np.savez(tmp, meta=np.array(meta), **arrays)
-    os.replace(tmp, path)
+    with core.atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, meta=np.array(meta), **arrays)
 
 
 def _load(path: Path) -> FeatureSet | None:
@@ -164,9 +163,9 @@ def feature_model(base: keras.Model, network: str | None = None, fold: bool = Tr
     """``[0, 255]`` images -> preprocessing -> frozen base (inference mode) -> pooled vector.
 
     With ``fold=True`` the base's BatchNorm layers are folded into its convolutions
-    (:func:`tlhelpers.models.fold_batchnorm`): same features, faster.
+    (:func:`tlhelpers.folding.fold_batchnorm`): same features, faster.
     """
-    network = network or _guess_network(base)
+    network = network or network_of(base)
     inputs = keras.Input(base.input_shape[1:])
     x = preprocessing_layer(network)(inputs)
     x = (fold_batchnorm(base) if fold else base)(x, training=False)
@@ -260,7 +259,7 @@ def extract_features(
         raise ValueError("augment_passes needs an augmentation layer, e.g. tlhelpers.augmentation_layers().")
     directory = resolve_image_dir(directory)
     image_size = tuple(image_size or base.input_shape[1:3])
-    network = network or _guess_network(base)
+    network = network or network_of(base)
     check_split_arguments(validation_split, subset, seed, allow_both=False)
     report = scan_image_tree(directory)
     chosen = split_files(list(zip(report.files, report.labels)), validation_split, seed)[subset]

@@ -17,11 +17,16 @@ import_tensorflow_quietly()
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from keras.src.saving import serialization_lib  # noqa: E402  (the safe-mode flag; Keras has no public getter)
 
-from . import core  # noqa: E402
+from . import core, kit  # noqa: E402
 
 #: The MobileNetV2 feature-vector model the notebooks use.
 MOBILENET_V2_FEATURE_VECTOR = "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5"
+
+#: Handles a saved model may name and still reload in Keras' safe mode: the published
+#: models this project uses (and the offline kit carries).
+KNOWN_HANDLES = frozenset(kit.HUB_HANDLES) | {MOBILENET_V2_FEATURE_VECTOR}
 
 
 def resolve_handle(handle: str) -> str:
@@ -113,6 +118,26 @@ class HubFeatureExtractor(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "handle": self.handle, "output_dim": self.output_dim}
+
+    @classmethod
+    def from_config(cls, config, safe_mode=None):
+        """Rebuild the layer from a saved model's config, refusing unknown handles in safe mode.
+
+        Loading a SavedModel runs its graph, which can do anything a TensorFlow program
+        can. Like Keras' own ``TFSMLayer``, a saved model that names any other SavedModel
+        is refused unless safe mode is off.
+        """
+        if safe_mode is None:
+            safe_mode = serialization_lib.in_safe_mode()
+        handle = config.get("handle")
+        if safe_mode is not False and handle not in KNOWN_HANDLES:
+            raise ValueError(
+                f"This model contains a HubFeatureExtractor that loads the SavedModel {handle!r}, which is not one of "
+                "the published TF Hub models tlhelpers knows. Loading a SavedModel runs its code, so Keras' safe mode "
+                "refuses it. If you trust the file and that model, load it with "
+                "keras.saving.load_model(path, safe_mode=False) or call keras.config.enable_unsafe_deserialization() first."
+            )
+        return cls(**config)
 
 
 def _accepts_training(module) -> bool:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import importlib
 import inspect
-import os
 import urllib.error
 
 import numpy as np
@@ -14,44 +15,35 @@ import_tensorflow_quietly()
 
 import keras  # noqa: E402
 
-from . import kit  # noqa: E402
+from . import kit  # noqa: E402  (TensorFlow-free: the weights-missing message)
 
-#: How each family of ``keras.applications`` expects its input pixels
-#: (``None``: the model rescales ``[0, 255]`` pixels itself).
-_PREPROCESS_MODE = {
-    "mobilenet": "tf",
-    "mobilenetv2": "tf",
-    "inceptionv3": "tf",
-    "inceptionresnetv2": "tf",
-    "xception": "tf",
-    "nasnetmobile": "tf",
-    "nasnetlarge": "tf",
-    "resnet50v2": "tf",
-    "resnet101v2": "tf",
-    "resnet152v2": "tf",
-    "resnet50": "caffe",
-    "resnet101": "caffe",
-    "resnet152": "caffe",
-    "vgg16": "caffe",
-    "vgg19": "caffe",
-    "densenet121": "torch",
-    "densenet169": "torch",
-    "densenet201": "torch",
+#: Width multipliers with published ImageNet weights, and the default used when none is given.
+#: MobileNetV2 defaults to 0.35 (the thin, fast base of the seed tutorial); the others
+#: use Keras' own default.
+_ALPHAS = {
+    "MobileNet": ((0.25, 0.5, 0.75, 1.0), 1.0),
+    "MobileNetV2": ((0.35, 0.5, 0.75, 1.0, 1.3, 1.4), 0.35),
+    "MobileNetV3Small": ((0.75, 1.0), 1.0),
+    "MobileNetV3Large": ((0.75, 1.0), 1.0),
 }
+
+@functools.cache
+def _network_names() -> tuple[str, ...]:
+    return tuple(sorted(
+        name
+        for name, obj in vars(keras.applications).items()
+        if callable(obj) and name[0].isupper() and "include_top" in inspect.signature(obj).parameters
+    ))
 
 
 def available_networks() -> list[str]:
     """The architecture names ``keras.applications`` offers (``MobileNetV2``, ``ResNet50``, ...)."""
-    return sorted(
-        name
-        for name, obj in vars(keras.applications).items()
-        if callable(obj) and name[0].isupper() and "include_top" in inspect.signature(obj).parameters
-    )
+    return list(_network_names())
 
 
 def get_base_model(
     network: str,
-    alpha: float = 0.35,
+    alpha: float | None = None,
     input_shape: tuple[int, int, int] = (224, 224, 3),
     weights: str | None = "imagenet",
     training_layer: str | None = None,
@@ -62,7 +54,9 @@ def get_base_model(
     Args:
         network: an architecture name, e.g. ``"MobileNetV2"``, ``"EfficientNetB0"``
             (see :func:`available_networks`).
-        alpha: the width multiplier, passed to MobileNet variants only.
+        alpha: the width multiplier of the MobileNet variants (``None``: 0.35 for
+            MobileNetV2, 1.0 for MobileNet and MobileNetV3). With ImageNet weights
+            it must be one Keras publishes weights for.
         input_shape: ``(height, width, channels)`` of the input images.
         weights: ``"imagenet"``, ``None`` (random initialisation) or a weights file.
         training_layer: cut the model at this named layer (it becomes the output).
@@ -73,8 +67,10 @@ def get_base_model(
         A ``keras.Model`` with ``include_top=False`` and ``trainable=False``.
 
     Raises:
-        ValueError: for an unknown network, a layer name the model lacks, a bad
-            ``pop_layers`` or both cuts at once; the message lists what is valid.
+        ValueError: for an unknown network, an alpha the network has no ImageNet
+            weights for (or any alpha for a network without one), a layer name the
+            model lacks, a bad ``pop_layers`` or both cuts at once; the message lists
+            what is valid.
         RuntimeError: when ImageNet weights are not cached and cannot be downloaded.
     """
     networks = available_networks()
@@ -87,8 +83,16 @@ def get_base_model(
     if not isinstance(pop_layers, int) or pop_layers < 0:
         raise ValueError(f"pop_layers must be a non-negative integer, got {pop_layers!r}.")
     kwargs = dict(input_shape=tuple(input_shape), include_top=False, weights=weights)
-    if network.lower().startswith("mobilenet"):
-        kwargs["alpha"] = alpha
+    if network in _ALPHAS:
+        valid, default = _ALPHAS[network]
+        kwargs["alpha"] = default if alpha is None else alpha
+        if weights == "imagenet" and kwargs["alpha"] not in valid:
+            raise ValueError(
+                f"{network} has ImageNet weights for alpha in {list(valid)}, not {alpha!r}. "
+                "Pick one of those, or pass weights=None for a randomly initialised model."
+            )
+    elif alpha is not None:
+        raise ValueError(f"alpha is the width multiplier of MobileNet, MobileNetV2 and MobileNetV3; {network} has none.")
     try:
         model = getattr(keras.applications, network)(**kwargs)
     except Exception as err:  # Keras wraps download failures in a plain Exception
@@ -110,33 +114,27 @@ def get_base_model(
             raise ValueError(f"pop_layers={pop_layers} would remove every layer: {network} has {len(model.layers)} layers (input included).")
         model = keras.Model(model.inputs, model.layers[-(pop_layers + 1)].output, name=f"{model.name}_pop{pop_layers}")
     model.trainable = False
+    model.tlhelpers_network = network  # read by build_classifier and extract_features
     return model
 
 
 @keras.saving.register_keras_serializable(package="tlhelpers")
 class ImagenetPreprocess(keras.layers.Layer):
-    """Maps ``[0, 255]`` RGB pixels to what a ``keras.applications`` model expects.
+    """Caffe-style ImageNet preprocessing: RGB to BGR, then the ImageNet mean subtracted.
 
-    ``mode`` is ``"tf"`` (scale to ``[-1, 1]``), ``"torch"`` (``[0, 1]`` then ImageNet
-    mean and standard deviation) or ``"caffe"`` (RGB to BGR, ImageNet mean subtracted):
-    the three conventions of ``keras.applications.imagenet_utils.preprocess_input``.
-    A layer rather than a ``Lambda``, so saved models reload in Keras' safe mode.
+    What ``keras.applications.resnet50.preprocess_input`` (and VGG's) do, as a layer,
+    so that a saved model carries it and reloads in Keras' safe mode. The other
+    conventions are built-in Keras layers (see :func:`preprocessing_layer`).
     """
 
-    def __init__(self, mode: str = "tf", **kwargs):
+    def __init__(self, mode: str = "caffe", **kwargs):
         super().__init__(**kwargs)
-        if mode not in ("tf", "torch", "caffe"):
-            raise ValueError(f"mode must be 'tf', 'torch' or 'caffe', got {mode!r}.")
+        if mode != "caffe":
+            raise ValueError(f"ImagenetPreprocess only does mode='caffe'; got {mode!r}.")
         self.mode = mode
 
     def call(self, inputs):
         x = keras.ops.cast(inputs, "float32")
-        if self.mode == "tf":
-            return x / 127.5 - 1.0
-        if self.mode == "torch":
-            mean = keras.ops.array([0.485, 0.456, 0.406]) * 255.0
-            std = keras.ops.array([0.229, 0.224, 0.225]) * 255.0
-            return (x - mean) / std
         return keras.ops.flip(x, axis=-1) - keras.ops.array([103.939, 116.779, 123.68])
 
     def compute_output_shape(self, input_shape):
@@ -146,12 +144,57 @@ class ImagenetPreprocess(keras.layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
+_PROBE = np.array([[[[0.0, 127.5, 255.0], [12.0, 200.0, 31.0]]]], "float32")
+_TORCH_MEAN = np.array([0.485, 0.456, 0.406]) * 255.0
+_TORCH_STD = np.array([0.229, 0.224, 0.225]) * 255.0
+_MODES = {
+    "none": lambda x: x,
+    "tf": lambda x: x / 127.5 - 1.0,
+    "torch": lambda x: (x - _TORCH_MEAN) / _TORCH_STD,
+    "caffe": lambda x: x[..., ::-1] - np.array([103.939, 116.779, 123.68]),
+}
+
+
+def preprocessing_mode(network: str) -> str:
+    """How ``keras.applications.<network>`` expects its input pixels.
+
+    Found by running the network's own ``preprocess_input`` (from its module in
+    ``keras.applications``) on a few pixel values and comparing with the four
+    conventions: ``"none"`` (the model rescales ``[0, 255]`` pixels itself, as
+    EfficientNet, ConvNeXt and MobileNetV3 do), ``"tf"`` (to ``[-1, 1]``),
+    ``"torch"`` (ImageNet mean and standard deviation) and ``"caffe"`` (BGR, mean
+    subtracted).
+
+    Raises:
+        ValueError: for a name that is not a ``keras.applications`` network, or one
+            whose preprocessing is none of the four.
+    """
+    constructor = getattr(keras.applications, network, None)
+    if constructor is None or network not in available_networks():
+        raise ValueError(f"Unknown network {network!r}. Valid names: {', '.join(available_networks())}.")
+    reference = np.asarray(importlib.import_module(constructor.__module__).preprocess_input(_PROBE.copy()))
+    for mode, fn in _MODES.items():
+        if np.allclose(reference, fn(_PROBE.astype("float64")), atol=1e-4):
+            return mode
+    raise ValueError(f"{network}'s preprocess_input matches none of the known conventions; preprocess the images yourself.")
+
+
 def preprocessing_layer(network: str) -> keras.layers.Layer:
-    """The layer that prepares ``[0, 255]`` pixels for ``network``'s ImageNet weights."""
-    mode = _PREPROCESS_MODE.get(network.lower())
-    if mode is None:
-        return keras.layers.Identity(name="preprocess")
-    return ImagenetPreprocess(mode, name="preprocess")
+    """The layer that prepares ``[0, 255]`` pixels for ``network``'s ImageNet weights.
+
+    Built-in Keras layers where one exists (``Rescaling`` to ``[-1, 1]`` for the
+    MobileNet, Inception, Xception and ResNetV2 families, ``Normalization`` for
+    DenseNet, ``Identity`` for networks that rescale inside), so that a saved
+    classifier reloads in plain Keras; :class:`ImagenetPreprocess` for ResNet and VGG.
+    """
+    mode = preprocessing_mode(network)
+    if mode == "tf":
+        return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")
+    if mode == "torch":
+        return keras.layers.Normalization(mean=_TORCH_MEAN.tolist(), variance=(_TORCH_STD**2).tolist(), name="preprocess")
+    if mode == "caffe":
+        return ImagenetPreprocess("caffe", name="preprocess")
+    return keras.layers.Identity(name="preprocess")
 
 
 def augmentation_layers(seed: int | None = None, flip: bool = True, rotation: float = 0.1, zoom: float = 0.0) -> keras.Sequential:
@@ -200,8 +243,8 @@ def build_classifier(
     Args:
         base: a model from :func:`get_base_model`.
         num_classes: number of classes.
-        network: the base's architecture name, to pick the preprocessing (default:
-            guessed from ``base.name``).
+        network: the base's ``keras.applications`` name, to pick the preprocessing
+            (default: :func:`network_of`).
         augmentation: a layer applied to the images while training, e.g.
             :func:`augmentation_layers`; ``None`` for none.
         dropout: dropout rate before the last layer.
@@ -210,7 +253,7 @@ def build_classifier(
     Returns:
         An uncompiled ``keras.Model`` whose output is class probabilities.
     """
-    network = network or _guess_network(base)
+    network = network or network_of(base)
     inputs = keras.Input(base.input_shape[1:], name="image")
     x = augmentation(inputs) if augmentation is not None else inputs
     x = preprocessing_layer(network)(x)
@@ -220,13 +263,31 @@ def build_classifier(
     return keras.Model(inputs, head(x), name=f"{base.name}_classifier")
 
 
-def _guess_network(base: keras.Model) -> str:
-    name = base.name.lower().replace("_", "")
-    by_length = sorted(_PREPROCESS_MODE, key=len, reverse=True)
-    for known in by_length:
-        if name.startswith(known):
-            return known
-    return name
+def network_of(base: keras.Model) -> str:
+    """The ``keras.applications`` constructor name a base was built with.
+
+    Bases from :func:`get_base_model` record it; for others (built with
+    ``keras.applications.MobileNetV2(...)`` directly) it is read from the model's
+    name, matching the longest constructor name it starts with (``mobilenetv2_1.00_160``
+    is ``MobileNetV2``, ``MobileNetV3Small`` is not ``MobileNet``).
+
+    Raises:
+        ValueError: when the name matches no network; pass ``network=`` then.
+    """
+    recorded = getattr(base, "tlhelpers_network", None)
+    if recorded:
+        return recorded
+    name = "".join(c for c in base.name.lower() if c.isalnum())
+    by_length = sorted(available_networks(), key=len, reverse=True)
+    for network in by_length:
+        if name.startswith(network.lower()):
+            return network
+    if name.startswith("nasnet"):  # both NASNet models are named "NASNet"
+        return "NASNetMobile"
+    raise ValueError(
+        f"Cannot tell which keras.applications network {base.name!r} is; pass network='MobileNetV2' "
+        "(or whichever it is) so that the images are preprocessed the way its weights expect."
+    )
 
 
 def unfreeze(base: keras.Model, fine_tune_at: int | str = 0) -> int:
@@ -273,116 +334,3 @@ def count_params(model: keras.Model) -> tuple[int, int]:
     return trainable, frozen
 
 
-class _Passthrough(keras.layers.Layer):
-    """Stands in for a BatchNormalization layer whose work was folded into a convolution."""
-
-    def call(self, inputs, training=None, mask=None):
-        return inputs
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-
-def _conv_feeding(bn: keras.layers.Layer):
-    """The convolution whose output only this BatchNormalization layer reads, or None."""
-    try:
-        if len(bn._inbound_nodes) != 1:
-            return None
-        (parent,) = bn._inbound_nodes[0].parent_nodes
-        conv = parent.operation
-    except (AttributeError, ValueError):
-        return None
-    if isinstance(conv, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)) and len(conv._outbound_nodes) == 1 and conv.activation in (None, keras.activations.linear):
-        return conv
-    return None
-
-
-def fold_batchnorm(model: keras.Model) -> keras.Model:
-    """An inference-only copy of ``model`` with BatchNorm folded into the convolutions.
-
-    In inference mode a BatchNormalization layer is a fixed per-channel scale and
-    shift, which can be merged into the convolution before it: the copy computes the
-    same outputs (to float32 rounding) with about fifty fewer memory-bound layers in
-    MobileNetV2, roughly 1.5x the images per second on a CPU. Use it only for
-    inference (feature extraction); train the original.
-
-    Returns:
-        The folded copy, or ``model`` itself when it has nothing to fold.
-    """
-    pairs = {}
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization) and (conv := _conv_feeding(layer)) is not None:
-            pairs[conv.name] = layer
-    if not pairs:
-        return model
-    folded_bn = {bn.name for bn in pairs.values()}
-
-    def clone(layer):
-        if layer.name in folded_bn:
-            return _Passthrough(name=layer.name)
-        config = layer.get_config()
-        if layer.name in pairs:
-            config["use_bias"] = True
-        return layer.__class__.from_config(config)
-
-    copy = keras.models.clone_model(model, clone_function=clone)
-    for layer in model.layers:
-        if not layer.weights or layer.name in folded_bn:
-            continue
-        target = copy.get_layer(layer.name)
-        if layer.name not in pairs:
-            target.set_weights(layer.get_weights())
-            continue
-        bn = pairs[layer.name]
-        gamma = bn.gamma.numpy() if bn.scale else 1.0
-        beta = bn.beta.numpy() if bn.center else 0.0
-        scale = gamma / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
-        kernel = layer.kernel.numpy()
-        bias = layer.bias.numpy() if layer.use_bias else 0.0
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
-            kernel = kernel * scale.reshape(kernel.shape[2], kernel.shape[3])
-        else:
-            kernel = kernel * scale
-        target.set_weights([kernel, beta + (bias - bn.moving_mean.numpy()) * scale])
-    copy.trainable = False
-    return copy
-
-
-def images_per_second(model: keras.Model, batch_size: int = 32, repeats: int = 5) -> float:
-    """How many images per second ``model`` processes in inference mode on this machine.
-
-    Runs a compiled (graph-mode) forward pass on a random batch shaped like the
-    model's input: once to build the graph, then ``repeats`` timed times.
-
-    Returns:
-        Images per second, from the median of the timed runs.
-    """
-    import time
-
-    import tensorflow as tf
-
-    batch = tf.random.uniform([batch_size, *model.input_shape[1:]], 0, 255)
-    run = tf.function(lambda x: model(x, training=False))
-    run(batch).numpy()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run(batch).numpy()
-        times.append(time.perf_counter() - start)
-    return batch_size / float(np.median(times))
-
-
-def set_seed(seed: int, deterministic_ops: bool = True) -> None:
-    """Seed Python, NumPy and TensorFlow, and ask TensorFlow for deterministic kernels.
-
-    With the same seed, two runs on the same machine give the same data split,
-    shuffling, augmentation, initial weights and so the same accuracy. On a GPU a
-    few kernels have no deterministic version: TensorFlow raises an error naming them
-    rather than silently differing, and cuDNN convolutions may run slower.
-    """
-    import tensorflow as tf
-
-    os.environ["PYTHONHASHSEED"] = str(seed)
-    keras.utils.set_random_seed(seed)
-    if deterministic_ops:
-        tf.config.experimental.enable_op_determinism()

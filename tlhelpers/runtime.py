@@ -1,0 +1,62 @@
+"""Run-time utilities: reproducible runs and a fair images-per-second measurement."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from ._quiet import import_tensorflow_quietly
+
+import_tensorflow_quietly()
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+
+def images_per_second(model: keras.Model, batch_size: int = 32, repeats: int = 5) -> float:
+    """How many images per second ``model`` processes in inference mode on this machine.
+
+    Runs a compiled (graph-mode) forward pass on a random batch shaped like the
+    model's input: once to build the graph, then ``repeats`` timed times.
+
+    Returns:
+        Images per second, from the median of the timed runs.
+    """
+    batch = tf.random.uniform([batch_size, *model.input_shape[1:]], 0, 255)
+    run = tf.function(lambda x: model(x, training=False))
+    run(batch).numpy()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run(batch).numpy()
+        times.append(time.perf_counter() - start)
+    return batch_size / float(np.median(times))
+
+
+def set_seed(seed: int, deterministic_ops: bool | None = None) -> None:
+    """Seed Python, NumPy and TensorFlow; optionally ask for deterministic kernels.
+
+    With the same seed, two runs on the same CPU machine give the same data split,
+    shuffling, augmentation, initial weights and so the same accuracy.
+
+    Args:
+        seed: the seed for every random generator.
+        deterministic_ops: ask TensorFlow for deterministic kernels
+            (``tf.config.experimental.enable_op_determinism``). ``None`` (the default)
+            turns them on only when no GPU is visible: on a GPU some kernels have no
+            deterministic version (TensorFlow then raises naming them) and cuDNN
+            convolutions can run several times slower, so there a seeded run is
+            repeatable only up to the GPU's own non-determinism. Pass ``True`` to
+            insist, at that cost.
+    """
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    keras.utils.set_random_seed(seed)
+    if deterministic_ops is None:
+        deterministic_ops = not tf.config.list_physical_devices("GPU")
+    if deterministic_ops:
+        tf.config.experimental.enable_op_determinism()
+
+
+__all__ = ["images_per_second", "set_seed"]
