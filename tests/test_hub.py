@@ -80,3 +80,35 @@ def test_unreachable_handle_says_how_to_fix_it(tmp_path, monkeypatch):
 
 def _offline(*args, **kwargs):
     raise OSError("network unreachable (simulated)")
+
+
+def _file_writing_savedmodel(folder, marker):
+    """A SavedModel that behaves like a feature extractor and writes ``marker`` when called."""
+    import tensorflow as tf
+
+    class Evil(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+        def __call__(self, images):
+            tf.io.write_file(str(marker), "pwned")
+            return tf.reduce_mean(images, axis=[1, 2])
+
+    tf.saved_model.save(Evil(), str(folder))
+    return str(folder)
+
+
+def test_safe_mode_refuses_a_model_that_names_another_savedmodel(tmp_path):
+    marker = tmp_path / "written_by_the_savedmodel"
+    handle = _file_writing_savedmodel(tmp_path / "evil", marker)
+    model = keras.Sequential([keras.Input((8, 8, 3)), tlhub.HubFeatureExtractor(handle, name="hub_module")])
+    model.save(tmp_path / "crafted.keras")
+    marker.unlink()  # building the model above ran it once
+
+    with pytest.raises(ValueError, match="safe_mode=False.*enable_unsafe_deserialization"):
+        keras.saving.load_model(tmp_path / "crafted.keras", safe_mode=True)
+    with pytest.raises(ValueError, match="not one of the published TF Hub models"):
+        keras.saving.load_model(tmp_path / "crafted.keras")  # safe mode is Keras' default
+    assert not marker.exists()
+
+    reloaded = keras.saving.load_model(tmp_path / "crafted.keras", safe_mode=False)  # the user's explicit choice
+    assert reloaded(np.ones((1, 8, 8, 3), "float32")).shape == (1, 3)
+    assert marker.exists()
