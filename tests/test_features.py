@@ -29,13 +29,20 @@ def test_features_are_cached_and_reused(base, copy_tree, isolated_home):
     assert second.files == first.files and second.class_names == ["cats", "dogs"]
 
 
-def test_features_equal_the_full_model_path(base, copy_tree, isolated_home):
-    tree = copy_tree(per_class=3)
-    fs = tl.extract_features(base, tree, progress=False)
-    ds = tl.load_image_dataset(tree, image_size=(96, 96), shuffle=False)
-    direct = features.feature_model(base).predict(ds.map(lambda x, y: x), verbose=0)
+def test_features_equal_the_keras_reference_pipeline(sample, isolated_home):
+    """tlhelpers' cached features against plain Keras: image_dataset_from_directory,
+    mobilenet_v2.preprocess_input and MobileNetV2(pooling="avg"). The decoders differ
+    (tlhelpers decodes JPEGs at reduced scale, then resizes), so vectors agree to about
+    2%, not bit for bit; preprocessing applied twice or not at all is off by 10-100%."""
+    folder = sample / "validation"
+    base = tl.get_base_model("MobileNetV2", alpha=1.0, input_shape=(160, 160, 3))
+    fs = tl.extract_features(base, folder, progress=False)
+    reference = keras.applications.MobileNetV2(include_top=False, pooling="avg", alpha=1.0, input_shape=(160, 160, 3))
+    ds = keras.utils.image_dataset_from_directory(folder, image_size=(160, 160), shuffle=False, verbose=False)
     assert [str(p) for p in ds.file_paths] == fs.files
-    np.testing.assert_allclose(fs.features, direct, rtol=1e-4, atol=1e-4)
+    expected = reference.predict(ds.map(lambda x, y: keras.applications.mobilenet_v2.preprocess_input(x)), verbose=0)
+    relative = np.linalg.norm(fs.features - expected, axis=1) / np.linalg.norm(expected, axis=1)
+    assert np.median(relative) < 0.03 and relative.max() < 0.08
 
 
 def test_every_key_input_changes_the_key(base, copy_tree, isolated_home):
@@ -44,21 +51,21 @@ def test_every_key_input_changes_the_key(base, copy_tree, isolated_home):
     key = fs.cache_file.stem
     aug = tl.augmentation_layers(seed=1)
     files = [tree / "cats" / p for p in sorted(os.listdir(tree / "cats"))] + [tree / "dogs" / p for p in sorted(os.listdir(tree / "dogs"))]
-    assert features.feature_key(base, files, (96, 96), "mobilenetv2") == key
+    assert features.feature_key(base, files, (96, 96), "MobileNetV2") == key
     variants = {
-        "image size": features.feature_key(base, files, (64, 64), "mobilenetv2"),
-        "preprocessing": features.feature_key(base, files, (96, 96), "resnet50"),
-        "augmentation passes": features.feature_key(base, files, (96, 96), "mobilenetv2", aug, 2),
-        "file list": features.feature_key(base, files[:-1], (96, 96), "mobilenetv2"),
+        "image size": features.feature_key(base, files, (64, 64), "MobileNetV2"),
+        "preprocessing": features.feature_key(base, files, (96, 96), "ResNet50"),
+        "augmentation passes": features.feature_key(base, files, (96, 96), "MobileNetV2", aug, 2),
+        "file list": features.feature_key(base, files[:-1], (96, 96), "MobileNetV2"),
     }
     other_alpha = tl.get_base_model("MobileNetV2", alpha=1.0, input_shape=(96, 96, 3))
-    variants["network and alpha"] = features.feature_key(other_alpha, files, (96, 96), "mobilenetv2")
+    variants["network and alpha"] = features.feature_key(other_alpha, files, (96, 96), "MobileNetV2")
     assert key not in variants.values() and len(set(variants.values())) == len(variants)
     # changed weights (same architecture) -> miss
     weights = base.get_weights()
     try:
         base.set_weights([w + 0.01 if i == 0 else w for i, w in enumerate(weights)])
-        assert features.feature_key(base, files, (96, 96), "mobilenetv2") != key
+        assert features.feature_key(base, files, (96, 96), "MobileNetV2") != key
     finally:
         base.set_weights(weights)
     # a file edited in place (new content, new mtime) -> miss, and the features are recomputed
@@ -113,12 +120,17 @@ def test_head_trained_on_features_drops_onto_the_base(sample, isolated_home):
     model = tl.build_classifier(base, 2, head=head)
     ds = tl.load_image_dataset(sample / "validation", image_size=(160, 160), shuffle=False)
     np.testing.assert_allclose(model.predict(ds, verbose=0), head.predict(val.features, verbose=0), atol=1e-4)
-    # and it fine-tunes from there
+    # and it fine-tunes from there: the unfrozen convolutions move, the rest of the base
+    # and every BatchNorm statistic stay put, and accuracy holds
     tl.unfreeze(base, 100)
     model.compile(keras.optimizers.RMSprop(1e-5), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    before = model.evaluate(ds, verbose=0)[1]
-    model.fit(tl.load_image_dataset(sample / "train", image_size=(160, 160), seed=0), epochs=1, verbose=0)
-    assert model.evaluate(ds, verbose=0)[1] >= before - 0.05
+    snapshot = {layer.name: [w.numpy().copy() for w in layer.weights] for layer in base.layers}
+    history = model.fit(tl.load_image_dataset(sample / "train", image_size=(160, 160), seed=0), epochs=2, verbose=0)
+    moved = {name for name, ws in snapshot.items() if any(not np.array_equal(w.numpy(), o) for w, o in zip(base.get_layer(name).weights, ws))}
+    tuned = {layer.name for layer in base.layers[100:] if layer.trainable_weights}
+    assert moved == tuned and tuned
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert model.evaluate(ds, verbose=0)[1] >= 0.8
 
 
 def test_quickstart_runs_end_to_end(tmp_path, isolated_home, capsys):
