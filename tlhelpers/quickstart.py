@@ -1,6 +1,6 @@
 """The quick start: a cats-vs-dogs classifier from a pre-trained MobileNetV2, end to end.
 
-``python -m tlhelpers.quickstart`` trains on the bundled sample (``data/``) and writes
+``python -m tlhelpers.quickstart`` trains on the sample bundled with the package and writes
 ``outputs/predictions.png`` (a grid of validation predictions, right in green, wrong
 in red) and ``outputs/model.keras``:
 
@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "cats_and_dogs_sample"
+DEFAULT_DATA = Path(__file__).resolve().parent / "sample_data" / "cats_and_dogs_sample"
 
 
 def main(argv: list[str] | None = None) -> int:
