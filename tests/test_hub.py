@@ -12,6 +12,7 @@ from tlhelpers import hub as tlhub
 from tlhelpers import kit
 
 HANDLE = tlhub.MOBILENET_V2_FEATURE_VECTOR
+TFHUB_HANDLE = "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5"
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +20,10 @@ def images():
     return sample_images(8, size=(224, 224))
 
 
-def test_handle_resolves_from_the_installed_cache():
-    path = tlhub.resolve_handle(HANDLE)
-    assert path.endswith(kit.hub_handle_dirname(HANDLE))
+@pytest.mark.parametrize("handle", [HANDLE, TFHUB_HANDLE])
+def test_handle_resolves_from_the_installed_cache(handle):
+    path = tlhub.resolve_handle(handle)
+    assert path.endswith(kit.hub_handle_dirname(handle))
 
 
 def test_features_match_the_keras_application(images):
@@ -74,8 +76,9 @@ def test_local_savedmodel_path_works(images):
 def test_unreachable_handle_says_how_to_fix_it(tmp_path, monkeypatch):
     monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr("urllib.request.urlopen", _offline)
-    with pytest.raises(RuntimeError, match="tlhelpers.kit install"):
+    with pytest.raises(RuntimeError, match="tfhub.dev sometimes refuses.*kaggle.*tlhelpers.kit install") as err:
         tl.hub_feature_extractor("https://tfhub.dev/google/imagenet/not_a_model/feature_vector/1")
+    assert "network unreachable (simulated)" in str(err.value)
 
 
 def _offline(*args, **kwargs):
@@ -112,3 +115,71 @@ def test_safe_mode_refuses_a_model_that_names_another_savedmodel(tmp_path):
     reloaded = keras.saving.load_model(tmp_path / "crafted.keras", safe_mode=False)  # the user's explicit choice
     assert reloaded(np.ones((1, 8, 8, 3), "float32")).shape == (1, 3)
     assert marker.exists()
+
+
+def _savedmodel_folder(folder):
+    """A small real SavedModel: mean colour per image, shaped like a feature vector."""
+    import tensorflow as tf
+
+    class Mean(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+        def __call__(self, images):
+            return tf.reduce_mean(images, axis=[1, 2])
+
+    tf.saved_model.save(Mean(), str(folder))
+    return folder
+
+
+def test_tfhub_url_downloads_the_compressed_archive_into_the_cache(tmp_path, monkeypatch):
+    """No tensorflow_hub involved: the ?tf-hub-format=compressed archive, extracted into TF Hub's cache layout."""
+    import functools
+    import http.server
+    import tarfile
+    import threading
+
+    model = _savedmodel_folder(tmp_path / "model")
+    served = tmp_path / "served"
+    served.mkdir()
+    with tarfile.open(served / "m", "w:gz") as tar:
+        for item in model.iterdir():
+            tar.add(item, arcname=item.name)
+    requests = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            requests.append(self.path)
+            self.path = self.path.split("?")[0]
+            super().do_GET()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cache = tmp_path / "cache"
+        monkeypatch.setenv("TFHUB_CACHE_DIR", str(cache))
+        handle = f"http://127.0.0.1:{server.server_address[1]}/m"
+        path = tlhub.resolve_handle(handle)
+        assert path == str(cache / kit.hub_handle_dirname(handle)) and requests == ["/m?tf-hub-format=compressed"]
+        assert tlhub.resolve_handle(handle) == path and len(requests) == 1  # the second time from the cache
+        extractor = tl.hub_feature_extractor(handle, input_shape=(8, 8, 3))
+        assert extractor.predict(np.full((1, 8, 8, 3), 255.0, "float32"), verbose=0).tolist() == [[1.0, 1.0, 1.0]]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [p.name for p in cache.iterdir()] == [kit.hub_handle_dirname(handle)]  # no staging left behind
+
+
+def test_kaggle_handle_resolves_through_kagglehub(tmp_path, monkeypatch):
+    import kagglehub
+
+    model = _savedmodel_folder(tmp_path / "kaggle_download")
+    asked = []
+    monkeypatch.setattr(kagglehub, "model_download", lambda path: asked.append(path) or str(model))
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "cache"))
+    handle = "https://www.kaggle.com/models/someone/some-model/TensorFlow2/feature-vector/3"
+    path = tlhub.resolve_handle(handle)
+    assert asked == ["someone/some-model/TensorFlow2/feature-vector/3"]
+    assert path == str(tmp_path / "cache" / kit.hub_handle_dirname(handle)) and (tmp_path / "cache").is_dir()
+    assert (tmp_path / "cache" / kit.hub_handle_dirname(handle) / "saved_model.pb").exists()

@@ -2,7 +2,7 @@
 
 ``hub.KerasLayer`` is built on the legacy ``tf_keras`` package, and Keras 3 refuses
 it: "Only instances of keras.Layer can be added to a Sequential model".
-:class:`HubFeatureExtractor` loads the same TF2 SavedModel with ``hub.load`` and
+:class:`HubFeatureExtractor` loads the same TF2 SavedModel with ``tf.saved_model.load`` and
 wraps it in a ``keras.layers.Layer`` whose weights *are* the SavedModel's variables,
 so it can be frozen, fine-tuned, saved and reloaded like any other Keras layer.
 """
@@ -10,6 +10,9 @@ so it can be frozen, fine-tuned, saved and reloaded like any other Keras layer.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 from ._quiet import import_tensorflow_quietly
 
@@ -21,40 +24,86 @@ from keras.src.saving import serialization_lib  # noqa: E402  (the safe-mode fla
 
 from . import core, kit  # noqa: E402
 
-#: The MobileNetV2 feature-vector model the notebooks use.
-MOBILENET_V2_FEATURE_VECTOR = "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5"
+#: The MobileNetV2 feature-vector model the notebooks use (on Kaggle, where TF Hub's models now live).
+MOBILENET_V2_FEATURE_VECTOR = "https://www.kaggle.com/models/google/mobilenet-v2/TensorFlow2/100-224-feature-vector/2"
 
 #: Handles a saved model may name and still reload in Keras' safe mode: the published
 #: models this project uses (and the offline kit carries).
 KNOWN_HANDLES = frozenset(kit.HUB_HANDLES) | {MOBILENET_V2_FEATURE_VECTOR}
 
 
-def resolve_handle(handle: str) -> str:
-    """A local SavedModel folder for a TF Hub handle.
+_KAGGLE_PREFIX = "https://www.kaggle.com/models/"
 
-    A local path is returned as is; a URL is looked up in the TF Hub cache that the
-    offline kit fills (:func:`tlhelpers.kit.hub_cache_dir`), then downloaded by
-    ``tensorflow_hub`` into that cache.
+
+def resolve_handle(handle: str) -> str:
+    """A local SavedModel folder for a TF Hub or Kaggle model handle.
+
+    A local folder is returned as is. A URL is looked up in the TF Hub cache
+    (:func:`tlhelpers.core.hub_cache_dir`, the layout ``tensorflow_hub`` uses, which the
+    offline kit fills). Otherwise it is downloaded into that cache: a Kaggle handle
+    (``https://www.kaggle.com/models/OWNER/MODEL/FRAMEWORK/VARIATION/VERSION``) through
+    ``kagglehub``; any other URL (``tfhub.dev``) as the compressed archive TF Hub
+    serves. The ``tensorflow_hub`` package is not needed (its 0.16 release fails to
+    import on Python 3.12+ without setuptools, tensorflow/hub#934).
 
     Raises:
-        RuntimeError: when the handle is not cached and cannot be downloaded.
+        RuntimeError: when the handle is not cached and cannot be downloaded; the
+            message says why and how to get it offline.
     """
     if os.path.isdir(handle):
         return handle
     cached = core.hub_cache_dir() / core.hub_handle_dirname(handle)
     if (cached / "saved_model.pb").exists():
         return str(cached)
-    import tensorflow_hub as hub
-
     try:
-        with core.hub_cache_set_to(core.hub_cache_dir()):
-            return hub.resolve(handle)
-    except Exception as err:  # tensorflow_hub raises several unrelated types
+        if handle.startswith(_KAGGLE_PREFIX):
+            _download_kaggle(handle, cached)
+        else:
+            _download_compressed(handle, cached)
+    except Exception as err:  # network, HTTP, credential and archive errors of many types
+        hint = ""
+        if "tfhub.dev" in handle:
+            hint = (
+                f" tfhub.dev sometimes refuses downloads (HTTP 403): the same models are on Kaggle, e.g. "
+                f"{MOBILENET_V2_FEATURE_VECTOR!r}."
+            )
         raise RuntimeError(
-            f"Could not get the TF Hub model {handle}: it is not in the cache {core.hub_cache_dir()} and "
-            f"downloading it failed ({type(err).__name__}: {err}). Connect to the internet or install the "
-            "offline kit: `python -m tlhelpers.kit install PATH/TO/kit`."
+            f"Could not get the model {handle}: it is not in the cache {core.hub_cache_dir()} and downloading it "
+            f"failed ({type(err).__name__}: {err}).{hint} Connect to the internet or install the offline kit: "
+            "`python -m tlhelpers.kit install PATH/TO/kit`."
         ) from err
+    return str(cached)
+
+
+def _install_folder(source: Path, cached: Path) -> None:
+    """Copy a SavedModel folder into the cache: staged beside it, then renamed into place."""
+    if not (source / "saved_model.pb").exists():
+        raise ValueError(f"{source} holds no saved_model.pb: not a TF2 SavedModel.")
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cached.parent, prefix=f".{cached.name}-") as tmp:
+        staging = Path(tmp) / "model"
+        shutil.copytree(source, staging)
+        if not cached.exists():
+            os.replace(staging, cached)
+
+
+def _download_kaggle(handle: str, cached: Path) -> None:
+    import kagglehub
+
+    path = handle.removeprefix(_KAGGLE_PREFIX).strip("/")
+    _install_folder(Path(kagglehub.model_download(path)), cached)
+
+
+def _download_compressed(handle: str, cached: Path) -> None:
+    from . import datasets
+
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cached.parent, prefix=f".{cached.name}-") as tmp:
+        archive = Path(tmp) / "model.tar.gz"
+        separator = "&" if "?" in handle else "?"
+        datasets.download_file(f"{handle}{separator}tf-hub-format=compressed", archive)
+        extracted = datasets.safe_extract(archive, Path(tmp) / "extracted")
+        _install_folder(extracted, cached)
 
 
 def _wrap_existing(variable: tf.Variable) -> keras.Variable:
