@@ -11,15 +11,39 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
-def test_there_are_six_lessons():
-    assert len(NOTEBOOKS) == 6
+def test_lessons_are_numbered_in_order():
+    assert [p.name[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(1, len(NOTEBOOKS) + 1)] and len(NOTEBOOKS) >= 6
+
+
+def test_repository_url_and_release_are_the_same_in_every_badge_and_install_cell():
+    """One setting (pyproject's Repository and the package version) drives every link:
+    `python tools/sync_notebooks.py --check` finds nothing out of step, and no other
+    GitHub address of the project appears anywhere."""
+    import re
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import sync_notebooks
+
+    repository, tag = sync_notebooks.settings()
+    assert sync_notebooks.sync(repository, tag, write=False) == []
+    texts = {"README.md": (ROOT / "README.md").read_text()}
+    texts.update({p.name: p.read_text() for p in NOTEBOOKS})
+    for name, text in texts.items():
+        for url in re.findall(r"colab\.research\.google\.com/github/([^)\s\"]+)/blob/([^/]+)/", text):
+            assert url == (repository.removeprefix("https://github.com/"), tag), f"{name}: {url}"
+        for ref in re.findall(r"git\+(https://github\.com/[^@\s\"]+)@([\w.]+)", text):
+            assert ref == (repository, tag), f"{name}: {ref}"
+    for path in NOTEBOOKS:
+        install = next(c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code").source
+        assert f"git+{repository}@{tag}" in install and 'run_line_magic("pip"' in install
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_is_linked_colab_ready_and_clean(path):
     nb = nbformat.read(path, as_version=4)
     readme = (ROOT / "README.md").read_text()
-    assert f"notebooks/{path.name})" in readme and f"blob/main/notebooks/{path.name})" in readme
+    assert f"notebooks/{path.name})" in readme and f"/notebooks/{path.name})" in readme
     first_md = next(c for c in nb.cells if c.cell_type == "markdown")
     assert first_md.source.startswith("# ") and f"notebooks/{path.name})" in first_md.source  # title and Colab badge
     code = [c for c in nb.cells if c.cell_type == "code"]
