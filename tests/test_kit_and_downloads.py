@@ -2,39 +2,41 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import http.server
 import io
 import os
 import shutil
-import subprocess
-import sys
 import tarfile
 import threading
+import time
 import zipfile
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
 from tlhelpers import datasets, kit
 
 
-def _kit_env(tmp_path) -> dict:
-    return {
-        **os.environ,
-        "TLHELPERS_HOME": str(tmp_path / "home"),
-        "KERAS_HOME": str(tmp_path / "keras"),
-        "TFHUB_CACHE_DIR": "",
-    }
+def _stub_followed(path: Path) -> Path:
+    """The file or folder a kit's link stub names (``path`` itself when it is not a stub)."""
+    if path.is_file() and path.stat().st_size < 256:
+        target = path.parent / path.read_text().strip()
+        if target.exists():
+            return target
+    return path
 
 
 def test_install_copies_weights_hub_and_datasets_and_follows_link_stubs(kit_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("TLHELPERS_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    monkeypatch.delenv("TFHUB_CACHE_DIR", raising=False)
-    counts = kit.install(kit_dir)
-    assert counts["keras"] == 12 and counts["datasets"] == 3000
+    listed = [line.split(maxsplit=1)[1] for line in (kit_dir / "SHA256SUMS").read_text().splitlines()]
+    report = kit.install(kit_dir)
+    assert report["keras"] == 12 and report["datasets"] == sum(name.startswith("./datasets/") for name in listed)
+    assert report.unlisted == []
     models = tmp_path / "keras" / "models"
     small = models / kit.mobilenet_v2_weights_name(1.0, 160, False)
     full = models / kit.mobilenet_v2_weights_name(1.0, 224, False)
@@ -42,7 +44,7 @@ def test_install_copies_weights_hub_and_datasets_and_follows_link_stubs(kit_dir,
     for handle in kit.HUB_HANDLES:
         assert (tmp_path / "home" / "tfhub_modules" / kit.hub_handle_dirname(handle) / "saved_model.pb").exists()
     assert len(list((tmp_path / "home" / "datasets" / "cats_and_dogs_filtered" / "train" / "cats").glob("*.jpg"))) == 1000
-    assert kit.install(kit_dir) == {"keras": 0, "tfhub_modules": 0, "datasets": 0}  # already in place
+    assert kit.install(kit_dir).copied == {"keras": 0, "tfhub_modules": 0, "datasets": 0}  # already in place
 
 
 def _tiny_kit(tmp_path) -> Path:
@@ -55,17 +57,17 @@ def _tiny_kit(tmp_path) -> Path:
     return src
 
 
-def test_command_line_install_and_damaged_kit(tmp_path):
+def test_command_line_install_and_damaged_kit(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TLHELPERS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     src = _tiny_kit(tmp_path)
-    env = _kit_env(tmp_path)
-    ok = subprocess.run([sys.executable, "-m", "tlhelpers.kit", "install", str(src)], capture_output=True, text=True, env=env)
-    assert ok.returncode == 0, ok.stderr
-    assert "keras: 2 file(s) copied" in ok.stdout
+    assert kit.main(["install", str(src)]) == 0, capsys.readouterr().err
+    assert "keras: 2 file(s) copied" in capsys.readouterr().out
     assert (tmp_path / "keras" / "models" / "alias.h5").read_bytes() == b"real weights"
     (src / "keras" / "models" / "weights.h5").write_bytes(b"real weightz")
     (tmp_path / "keras" / "models" / "weights.h5").unlink()
-    bad = subprocess.run([sys.executable, "-m", "tlhelpers.kit", "install", str(src)], capture_output=True, text=True, env=env)
-    assert bad.returncode == 1 and "does not match its SHA256SUMS" in bad.stderr
+    assert kit.main(["install", str(src)]) == 1
+    assert "does not match its SHA256SUMS" in capsys.readouterr().err
     assert not (tmp_path / "keras" / "models" / "weights.h5").exists()
 
 
@@ -113,21 +115,105 @@ def test_safe_extract_unpacks_a_good_archive(tmp_path):
     assert (out / "root" / "train" / "a" / "x.txt").read_bytes() == b"hello"
 
 
+def _tar(path: Path, *members: tuple[str, bytes | str]) -> Path:
+    """A tar archive of regular files (name, bytes) and hard links (name, "->target")."""
+    with tarfile.open(path, "w") as tf:
+        for name, content in members:
+            info = tarfile.TarInfo(name)
+            if isinstance(content, str):
+                info.type, info.linkname = tarfile.LNKTYPE, content.removeprefix("->")
+                tf.addfile(info)
+            else:
+                info.size = len(content)
+                tf.addfile(info, io.BytesIO(content))
+    return path
+
+
+def test_safe_extract_resolves_tar_hard_links_from_the_archive_root(tmp_path):
+    archive = _tar(tmp_path / "links.tar", ("root/train/a/x.txt", b"shared"), ("root/train/b/y.txt", "->root/train/a/x.txt"))
+    out = datasets.safe_extract(archive, tmp_path / "out")
+    assert (out / "root" / "train" / "b" / "y.txt").read_bytes() == b"shared"
+    (tmp_path / "secret.txt").write_text("secret")
+    # From its own folder the link would stay inside (out/a/b/secret.txt); from the archive root it leaves.
+    evil = _tar(tmp_path / "evil.tar", ("a/ok.txt", b"fine"), ("a/b/c/link", "->../secret.txt"))
+    with pytest.raises(ValueError, match="evil.tar: a member would escape"):
+        datasets.safe_extract(evil, tmp_path / "out2")
+    assert not (tmp_path / "out2" / "a").exists()  # every member is checked before the first is written
+
+
+def test_safe_extract_refuses_tar_files_without_the_data_filter(tmp_path, monkeypatch):
+    archive = _tar(tmp_path / "good.tar", ("root/x.txt", b"x"))
+    monkeypatch.delattr(tarfile, "data_filter")
+    with pytest.raises(ValueError, match="good.tar: this Python .* has no tarfile 'data' filter"):
+        datasets.safe_extract(archive, tmp_path / "out")
+
+
+def _damaged(tmp_path: Path, kind: str) -> Path:
+    if kind == "garbage":
+        (tmp_path / "damaged.tgz").write_bytes(b"not an archive at all " * 50)
+    elif kind == "truncated-tgz":
+        with tarfile.open(tmp_path / "full.tgz", "w:gz") as tf:
+            info = tarfile.TarInfo("root/x.bin")
+            info.size = 200_000
+            tf.addfile(info, io.BytesIO(os.urandom(200_000)))
+        (tmp_path / "damaged.tgz").write_bytes((tmp_path / "full.tgz").read_bytes()[:100_000])
+    else:
+        with zipfile.ZipFile(tmp_path / "damaged.zip", "w") as zf:
+            zf.writestr("root/x.txt", "hello world, hello world")
+        data = bytearray((tmp_path / "damaged.zip").read_bytes())
+        data[data.index(b"hello world")] ^= 1  # stored data no longer matches its CRC
+        (tmp_path / "damaged.zip").write_bytes(bytes(data))
+    return next(tmp_path.glob("damaged.*"))
+
+
+@pytest.mark.parametrize("kind", ["garbage", "truncated-tgz", "zip-bad-crc"])
+def test_safe_extract_names_a_damaged_archive(tmp_path, kind):
+    archive = _damaged(tmp_path, kind)
+    with pytest.raises(ValueError, match=rf"{archive.name} is damaged or not a zip or tar archive.*download it again"):
+        datasets.safe_extract(archive, tmp_path / "out")
+
+
 @pytest.fixture
 def server(tmp_path):
-    """A file server on the loopback interface, serving tmp_path/www."""
+    """A file server on the loopback interface, serving tmp_path/www (and the scripted paths of _QuietHandler)."""
     www = tmp_path / "www"
     www.mkdir()
+    _QuietHandler.requests = []
     handler = functools.partial(_QuietHandler, directory=str(www))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield www, f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
+    httpd.server_close()
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     rewrite: str | None = None  # when set, every path under /models/ serves this file
+    requests: ClassVar[list[str]] = []  # the paths asked for, in order
+
+    def do_GET(self):
+        _QuietHandler.requests.append(self.path)
+        scripted = {"/endless": self._endless, "/trickle": self._trickle, "/error500": lambda: self.send_error(500)}
+        scripted.get(self.path, super().do_GET)()
+
+    def _endless(self):
+        """Bytes without a Content-Length, until the client hangs up (or 64 MiB)."""
+        self.send_response(200)
+        self.end_headers()
+        with contextlib.suppress(OSError):
+            for _ in range(1024):
+                self.wfile.write(b"x" * 65536)
+
+    def _trickle(self):
+        """One byte every 50 ms of an announced 1000: each read succeeds, the whole takes 50 s."""
+        self.send_response(200)
+        self.send_header("Content-Length", "1000")
+        self.end_headers()
+        with contextlib.suppress(OSError):
+            for _ in range(1000):
+                self.wfile.write(b"x")
+                time.sleep(0.05)
 
     def translate_path(self, path):
         if self.rewrite and path.startswith("/models/"):
@@ -156,6 +242,68 @@ def test_download_verifies_checksum_and_leaves_nothing_on_failure(server, tmp_pa
     assert datasets.download_file(f"{url}/a.bin", dest, size=7, sha256=good).read_bytes() == b"payload"
 
 
+def test_download_stops_reading_past_the_expected_size(server, tmp_path):
+    _, url = server
+    dest = tmp_path / "dl" / "big.bin"
+    dest.parent.mkdir()
+    start = time.monotonic()
+    with pytest.raises(ValueError, match="expected 100000 bytes, the server sent more"):
+        datasets.download_file(f"{url}/endless", dest, size=100_000, deadline=30)
+    assert time.monotonic() - start < 5 and list(dest.parent.iterdir()) == []
+
+
+def test_download_gives_up_at_its_deadline_although_every_read_succeeds(server, tmp_path):
+    _, url = server
+    dest = tmp_path / "dl" / "slow.bin"
+    dest.parent.mkdir()
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"gave up after the 0.5 s deadline.*/trickle: \d+ of 1000 bytes received"):
+        datasets.download_file(f"{url}/trickle", dest, size=1000, timeout=5, deadline=0.5)
+    assert time.monotonic() - start < 3 and list(dest.parent.iterdir()) == []
+
+
+def test_download_does_not_retry_a_client_error_but_retries_a_server_error(server, tmp_path):
+    _, url = server
+    dest = tmp_path / "dl" / "a.bin"
+    dest.parent.mkdir()
+    start = time.monotonic()
+    with pytest.raises(OSError, match=r"missing.bin: HTTP 404 File not found \(not retried"):
+        datasets.download_file(f"{url}/missing.bin", dest, retries=3)
+    assert _QuietHandler.requests == ["/missing.bin"] and time.monotonic() - start < 1
+    with pytest.raises(OSError, match="error500: HTTP 500"):
+        datasets.download_file(f"{url}/error500", dest, retries=1)
+    assert _QuietHandler.requests.count("/error500") == 2 and list(dest.parent.iterdir()) == []
+
+
+def test_download_falls_back_to_mirrors_and_reports_every_failure(server, tmp_path):
+    www, url = server
+    (www / "a.bin").write_bytes(b"payload")
+    (www / "bad.bin").write_bytes(b"payloaX")
+    good = hashlib.sha256(b"payload").hexdigest()
+    dest = tmp_path / "dl" / "a.bin"
+    dest.parent.mkdir()
+    urls = [f"{url}/missing.bin", f"{url}/bad.bin", f"{url}/a.bin"]
+    assert datasets.download_file(urls, dest, size=7, sha256=good).read_bytes() == b"payload"
+    assert _QuietHandler.requests == ["/missing.bin", "/bad.bin", "/a.bin"]
+    dest.unlink()
+    with pytest.raises(ValueError) as failed:
+        datasets.download_file(urls[:2], dest, size=7, sha256=good)
+    assert f"{url}/missing.bin: HTTP 404" in str(failed.value) and f"{url}/bad.bin: the SHA-256 checksum does not match" in str(
+        failed.value
+    )
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_cats_and_dogs_come_from_the_current_address_first_with_the_old_one_as_mirror():
+    source = datasets.DATASETS["cats_and_dogs_filtered"]
+    assert source.urls == (
+        "https://download.mlcc.google.com/mledu-datasets/cats_and_dogs_filtered.zip",
+        "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip",
+    )
+    assert source.size == 68_606_236
+    assert datasets.DATASETS["flower_photos"].sha256 == "4c54ace7911aaffe13a365c34f650e71dd5bf1be0a58b464e5a7183e3e595d9c"
+
+
 def test_fetch_installs_a_dataset_atomically_and_retries_after_failure(server, tmp_path, monkeypatch):
     www, url = server
     build = tmp_path / "build" / "toy"
@@ -166,13 +314,16 @@ def test_fetch_installs_a_dataset_atomically_and_retries_after_failure(server, t
     archive = www / "toy.zip"
     shutil.make_archive(str(archive.with_suffix("")), "zip", build.parent, "toy")
     payload = archive.read_bytes()
-    source = datasets.DatasetSource(url=f"{url}/toy.zip", size=len(payload), sha256="f" * 64, root="toy", splits=("train", "validation"))
+    urls = (f"{url}/moved/toy.zip", f"{url}/toy.zip")  # the first address is gone (404): the mirror serves it
+    source = datasets.DatasetSource(urls=urls, size=len(payload), sha256="f" * 64, root="toy", splits=("train", "validation"))
     monkeypatch.setitem(datasets.DATASETS, "toy", source)
     target = tmp_path / "datasets"
     with pytest.raises(ValueError, match="checksum"):
         datasets.fetch("toy", target_dir=target)
     assert not (target / "toy").exists() and [p.name for p in target.iterdir()] == []
-    monkeypatch.setitem(datasets.DATASETS, "toy", source.__class__(**{**source.__dict__, "sha256": hashlib.sha256(payload).hexdigest()}))
+    monkeypatch.setitem(
+        datasets.DATASETS, "toy", source.__class__(**{**source.__dict__, "sha256": hashlib.sha256(payload).hexdigest()})
+    )
     got = datasets.fetch("toy", target_dir=target)
     assert (got / "validation" / "b" / "x.txt").read_text() == "validationb"
 
@@ -192,9 +343,9 @@ def test_download_builds_a_kit_that_installs(server, tmp_path, monkeypatch, kit_
     (www / "mobilenet_v2").mkdir()
     for alpha, size, top in kit.MOBILENET_V2_WEIGHTS:
         name = kit.mobilenet_v2_weights_name(alpha, size, top)
-        shutil.copyfile(kit._resolve_link_stub(models / name), www / "mobilenet_v2" / name)
+        shutil.copyfile(_stub_followed(models / name), www / "mobilenet_v2" / name)
     shutil.copyfile(models / kit.IMAGENET_CLASS_INDEX, www / kit.IMAGENET_CLASS_INDEX)
-    hub_src = kit._resolve_link_stub(kit_dir / "tfhub_modules" / kit.hub_handle_dirname(kit.HUB_HANDLES[1]))
+    hub_src = _stub_followed(kit_dir / "tfhub_modules" / kit.hub_handle_dirname(kit.HUB_HANDLES[1]))
     with tarfile.open(www / "module.tar.gz", "w:gz") as tf:
         for path in sorted(hub_src.rglob("*")):
             tf.add(path, arcname=str(path.relative_to(hub_src)), recursive=False)
@@ -209,7 +360,13 @@ def test_download_builds_a_kit_that_installs(server, tmp_path, monkeypatch, kit_
     monkeypatch.setattr(kit, "KERAS_WEIGHTS_URL", url + "/")
     monkeypatch.setattr(kit, "IMAGENET_CLASS_INDEX_URL", f"{url}/{kit.IMAGENET_CLASS_INDEX}")
     monkeypatch.setattr(kit, "HUB_HANDLES", [f"{url}/models/feature_vector/5"])
-    monkeypatch.setitem(datasets.DATASETS, "toy", datasets.DatasetSource(f"{url}/toy.zip", len(payload), hashlib.sha256(payload).hexdigest(), "toy", ("train", "validation")))
+    monkeypatch.setitem(
+        datasets.DATASETS,
+        "toy",
+        datasets.DatasetSource(
+            f"{url}/toy.zip", len(payload), hashlib.sha256(payload).hexdigest(), "toy", ("train", "validation")
+        ),
+    )
     try:
         built = kit.download(tmp_path / "newkit", datasets=["toy"])
     finally:
