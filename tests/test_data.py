@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -46,7 +47,9 @@ def test_shuffling_is_reproducible_with_a_seed(sample):
 
 
 def test_validation_split_is_disjoint_and_complete(sample):
-    train, val = tl.load_image_dataset(sample / "train", image_size=(32, 32), validation_split=0.25, subset="both", seed=5, shuffle=False)
+    train, val = tl.load_image_dataset(
+        sample / "train", image_size=(32, 32), validation_split=0.25, subset="both", seed=5, shuffle=False
+    )
     assert len(set(train.file_paths) & set(val.file_paths)) == 0
     assert len(train.file_paths) == 60 and len(val.file_paths) == 20
     again = tl.load_image_dataset(sample / "train", image_size=(32, 32), validation_split=0.25, subset="validation", seed=5)
@@ -172,7 +175,12 @@ def test_training_on_a_messy_tree_never_fails_inside_fit(copy_tree, isolated_hom
     ds = tl.load_image_dataset(tree, image_size=(32, 32), batch_size=4, seed=0)
     printed = capsys.readouterr().out
     assert "skipped" in printed and "truncated.jpg" in printed and "converted" in printed
-    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 255), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2, activation="softmax")])
+    model = keras.Sequential([
+        keras.Input((32, 32, 3)),
+        keras.layers.Rescaling(1 / 255),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(2, activation="softmax"),
+    ])
     model.compile("adam", "sparse_categorical_crossentropy")
     history = model.fit(ds, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
@@ -206,3 +214,104 @@ def test_file_with_image_extension_but_png_bytes_decodes(copy_tree, isolated_hom
     ds = tl.load_image_dataset(tree, image_size=(32, 32), shuffle=False)
     assert len(ds.file_paths) == 5
     assert sum(int(x.shape[0]) for x, _ in ds) == 5
+
+
+def _pillow_only_jpeg(good: Path, dest: Path) -> Path:
+    """A copy of ``good`` with a comment marker, whose length runs past the end, pasted into the
+    middle of the compressed data: Pillow decodes it in full, TensorFlow's decoder rejects it."""
+    raw = good.read_bytes()
+    sos = raw.index(b"\xff\xda")
+    middle = (sos + 2 + int.from_bytes(raw[sos + 2 : sos + 4], "big") + len(raw)) // 2
+    dest.write_bytes(raw[:middle] + b"\xff\xfe\xff\xff" + raw[middle + 4 :])
+    return dest
+
+
+def test_files_pillow_decodes_but_tensorflow_rejects_are_skipped_by_name(copy_tree, isolated_home):
+    tree = copy_tree(per_class=4)
+    bad = _pillow_only_jpeg(next((tree / "cats").glob("*.jpg")), tree / "cats" / "pillow_only.jpg")
+    with Image.open(bad) as img:
+        img.load()  # Pillow is happy with it: only TensorFlow's check can catch it
+    report = tl.scan_image_tree(tree)
+    assert report.skipped == {tldata.CORRUPT: [bad]}
+    # every decoding scale of the pipeline: 1 (224 px), 1/2 (96), 1/4 (48) and 1/8 (24) for these ~300 px photos
+    for size in ((224, 224), (96, 96), (48, 48), (24, 24)):
+        ds = tl.load_image_dataset(tree, image_size=size, batch_size=3, seed=0, verbose=False)
+        assert sum(int(x.shape[0]) for x, _ in ds) == 8
+
+
+def test_scan_decodes_jpegs_at_every_scale_the_pipeline_may_use(copy_tree, isolated_home, monkeypatch):
+    import tensorflow as tf
+
+    tree = copy_tree(per_class=2)
+    for cls in ("cats", "dogs"):
+        Image.open(next((tree / cls).glob("*.jpg"))).save(tree / cls / "picture.png")
+    decode = tldata._decode
+
+    def fails_at_one_eighth(data, is_jpeg, ratio=1):
+        if is_jpeg and ratio == 8:  # as if libjpeg failed on these files at 1/8 scale only
+            return tf.io.decode_jpeg(tf.constant(b"broken"), channels=3)
+        return decode(data, is_jpeg, ratio)
+
+    monkeypatch.setattr(tldata, "_decode", fails_at_one_eighth)
+    report = tl.scan_image_tree(tree)
+    assert sorted(p.name for p in report.sources) == ["picture.png", "picture.png"]
+    assert len(report.skipped[tldata.CORRUPT]) == 4
+    ds = tl.load_image_dataset(tree, image_size=(16, 16), shuffle=False, verbose=False)  # 1/8 scale for JPEGs here
+    assert sum(int(x.shape[0]) for x, _ in ds) == 2
+
+
+def test_a_second_scan_decodes_nothing_that_is_unchanged(copy_tree, isolated_home, monkeypatch):
+    tree = copy_tree(per_class=3)
+    _pillow_only_jpeg(next((tree / "dogs").glob("*.jpg")), tree / "dogs" / "pillow_only.jpg")
+    first = tl.scan_image_tree(tree)
+
+    def no_decoding(files, workers):
+        assert not files, f"decoded again: {files}"
+        return []
+
+    monkeypatch.setattr(tldata, "_undecodable", no_decoding)
+    second = tl.scan_image_tree(tree)
+    assert second.skipped == first.skipped and second.files == first.files
+
+
+def test_unreadable_files_are_skipped_by_name(copy_tree, isolated_home):
+    tree = copy_tree(per_class=2)
+    broken = tree / "cats" / "gone.jpg"
+    broken.symlink_to(tree / "nowhere.jpg")
+    pipe = tree / "dogs" / "pipe.jpg"
+    os.mkfifo(pipe)  # opening it would wait forever for a writer
+    report = tl.scan_image_tree(tree)
+    assert report.skipped == {tldata.UNREADABLE: [broken, pipe]}
+
+
+def test_report_repr_is_a_short_summary(copy_tree, isolated_home):
+    tree = copy_tree(per_class=40)
+    for i in range(30):
+        (tree / "dogs" / f"broken_{i:02d}.jpg").write_text("not a picture")
+    report = tl.scan_image_tree(tree)
+    assert len(report.sources) + report.num_skipped == 110
+    text = repr(report)
+    assert len(text.splitlines()) <= 15 and len(text) <= 2000
+    assert "80 usable images" in text and "cats=40, dogs=40" in text
+    assert "skipped 30 (not an image" in text and "broken_00.jpg" in text and "broken_29.jpg" not in text
+    assert str(report.sources[-1]) not in text
+    # many kinds of problem, many long names: still short
+    many = tldata.ImageTreeReport(
+        root=tree, class_names=["cats", "dogs"], files=report.files, labels=report.labels, sources=report.sources,
+        skipped={f"reason {k}": [tree / "cats" / ("x" * 200 + f"{k}_{i}.jpg") for i in range(50)] for k in range(40)},
+    )
+    text = repr(many)
+    assert len(text.splitlines()) <= 15 and len(text) <= 2000
+    assert "31 more kinds of problem" in text and "summary()" in text
+    assert len(many.summary().splitlines()) == 41  # the summary lists them all
+
+
+def test_file_names_that_are_not_utf8_are_skipped_by_name(copy_tree, isolated_home):
+    tree = copy_tree(per_class=2)
+    good = next((tree / "dogs").glob("*.jpg"))
+    raw_name = os.fsencode(tree / "dogs") + b"/caf\xe9.jpg"  # Latin-1 bytes: not UTF-8
+    shutil.copy(good, raw_name)
+    report = tl.scan_image_tree(tree)
+    assert report.skipped == {tldata.BAD_NAME: [Path(os.fsdecode(raw_name))]}
+    ds = tl.load_image_dataset(tree, image_size=(32, 32), verbose=False)
+    assert sum(int(x.shape[0]) for x, _ in ds) == 4

@@ -1,12 +1,15 @@
 """Image folders in, ``tf.data`` pipelines out, with bad files reported by name.
 
 A training folder holds one sub-folder per class. :func:`scan_image_tree` checks every
-file before TensorFlow sees it, so that a corrupt JPEG, a text file called
+file before it reaches a pipeline, so that a corrupt JPEG, a text file called
 ``photo.jpg`` or a CMYK scan becomes one line in a report instead of an opaque error
-in the middle of ``fit``. :func:`load_image_dataset` builds the input pipeline from
-the files that passed: parallel decoding (JPEGs decoded at reduced scale when the
-image is much larger than the target size), resizing, in-memory caching when the
-decoded images fit, shuffling, batching and prefetching.
+in the middle of ``fit``. Each file is opened with Pillow (format, mode, size) and
+then decoded by TensorFlow in every way the pipeline may decode it, with the same
+function (:func:`_decode`): what the scan accepts, the pipeline decodes.
+:func:`load_image_dataset` builds the input pipeline from the files that passed:
+parallel decoding (JPEGs decoded at reduced scale when the image is much larger
+than the target size), resizing, in-memory caching when the decoded images fit,
+shuffling, batching and prefetching.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ import hashlib
 import json
 import os
 import random
+import stat as stat_mode
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from PIL import Image
 
@@ -28,12 +33,17 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 #: Formats and modes TensorFlow decodes to the right RGB pixels without help.
 _DIRECT = {("JPEG", "RGB"), ("JPEG", "L"), ("PNG", "RGB"), ("PNG", "L"), ("BMP", "RGB"), ("BMP", "L")}
 #: Cache of scan results, bumped when the checks change.
-_SCAN_VERSION = 2
+_SCAN_VERSION = 3
+#: The scales (1/ratio) at which the pipeline may decode a JPEG; the scan tries them all.
+_JPEG_RATIOS = (1, 2, 4, 8)
+_JPEG_SIGNATURE = b"\xff\xd8\xff"
 
 # Reasons a file is skipped, as they appear in reports.
 HIDDEN = "hidden file or folder"
 NOT_IMAGE = "not an image (unreadable by any image decoder)"
 CORRUPT = "corrupt or truncated image"
+UNREADABLE = "unreadable (no permission, a broken link, or not a regular file)"
+BAD_NAME = "name not valid UTF-8, which TensorFlow cannot open (rename it)"
 TOO_SMALL = "too small"
 OTHER_EXTENSION = "not an image file extension"
 NOT_IN_CLASS = "not inside a class folder"
@@ -42,6 +52,10 @@ NOT_IN_CLASS = "not inside a class folder"
 @dataclass
 class ImageTreeReport:
     """What :func:`scan_image_tree` found in a folder-per-class image tree.
+
+    Its ``repr`` is a few lines (counts, then each kind of problem with a few file
+    names); :meth:`summary` lists every kind of problem, and the attributes hold
+    every file.
 
     Attributes:
         root: the scanned folder.
@@ -57,13 +71,13 @@ class ImageTreeReport:
 
     root: Path
     class_names: list[str]
-    files: list[Path]
-    labels: list[int]
-    sources: list[Path]
-    skipped: dict[str, list[Path]] = field(default_factory=dict)
-    converted: dict[str, list[Path]] = field(default_factory=dict)
+    files: list[Path] = field(repr=False)
+    labels: list[int] = field(repr=False)
+    sources: list[Path] = field(repr=False)
+    skipped: dict[str, list[Path]] = field(default_factory=dict, repr=False)
+    converted: dict[str, list[Path]] = field(default_factory=dict, repr=False)
     empty_classes: list[str] = field(default_factory=list)
-    nested: list[Path] = field(default_factory=list)
+    nested: list[Path] = field(default_factory=list, repr=False)
 
     @property
     def class_counts(self) -> dict[str, int]:
@@ -76,47 +90,165 @@ class ImageTreeReport:
         """How many files were left out."""
         return sum(len(v) for v in self.skipped.values())
 
-    def summary(self, max_names: int = 5) -> str:
-        """A short human-readable report: counts per class, then each problem with file names."""
-        lines = [
+    def _headline(self) -> str:
+        """One line: the root, the usable images and the count per class."""
+        return (
             f"{self.root}: {len(self.files)} usable images in {len(self.class_names)} classes "
             + ", ".join(f"{k}={v}" for k, v in self.class_counts.items())
-        ]
+        )
 
-        def names(paths: list[Path]) -> str:
-            shown = ", ".join(str(p.relative_to(self.root)) if p.is_relative_to(self.root) else str(p) for p in paths[:max_names])
-            return shown + (f", ... ({len(paths) - max_names} more)" if len(paths) > max_names else "")
+    def _names(self, paths: list[Path], max_names: int) -> str:
+        """The first ``max_names`` paths (relative to the root where possible), then how many more."""
+        shown = ", ".join(str(p.relative_to(self.root)) if p.is_relative_to(self.root) else str(p) for p in paths[:max_names])
+        return shown + (f", ... ({len(paths) - max_names} more)" if len(paths) > max_names else "")
 
-        for reason, paths in sorted(self.skipped.items()):
-            lines.append(f"  skipped {len(paths)} ({reason}): {names(paths)}")
-        for reason, paths in sorted(self.converted.items()):
-            lines.append(f"  converted {len(paths)} to RGB ({reason}): {names(paths)}")
+    def _problem_lines(self, max_names: int) -> list[str]:
+        """One line per kind of problem (skip reason, conversion, empty classes, nesting), with file names."""
+        lines = [f"skipped {len(paths)} ({why}): {self._names(paths, max_names)}" for why, paths in sorted(self.skipped.items())]
+        for why, paths in sorted(self.converted.items()):
+            lines.append(f"converted {len(paths)} to RGB ({why}): {self._names(paths, max_names)}")
         if self.empty_classes:
-            lines.append(f"  ignored empty class folders: {', '.join(self.empty_classes)}")
+            lines.append(f"ignored empty class folders: {', '.join(self.empty_classes)}")
         if self.nested:
-            lines.append(f"  {len(self.nested)} images found in sub-folders were counted in their class: {names(self.nested)}")
-        return "\n".join(lines)
+            names = self._names(self.nested, max_names)
+            lines.append(f"{len(self.nested)} images found in sub-folders were counted in their class: {names}")
+        return lines
+
+    def summary(self, max_names: int = 5) -> str:
+        """A human-readable report: counts per class, then each problem with up to ``max_names`` file names."""
+        return "\n".join([self._headline()] + [f"  {line}" for line in self._problem_lines(max_names)])
+
+    def __repr__(self) -> str:
+        """A short summary (at most 12 lines of at most 160 characters), not every file path."""
+        problems = self._problem_lines(max_names=3)
+        if len(problems) > 10:
+            problems = problems[:9] + [f"... {len(problems) - 9} more kinds of problem: print(report.summary()) lists them all"]
+        lines = [f"ImageTreeReport({self._headline()}", *(f"  {line}" for line in problems)]
+        return "\n".join(_shorten(line, 160) for line in lines) + ")"
+
+
+def _shorten(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, ending in "..." when cut."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _Candidate(NamedTuple):
+    """A file that may be an image: its class's index, its path, and whether it lies in a sub-folder."""
+
+    class_index: int
+    path: Path
+    nested: bool
+
+
+class _Verdict(NamedTuple):
+    """The scan's decision on one file: kind ("ok", "convert" or "skip"), detail, and the file the pipeline reads."""
+
+    kind: str
+    detail: str
+    usable: Path | None = None
 
 
 def _is_hidden(name: str) -> bool:
-    return name.startswith(".") or name.startswith("__") or name == "Thumbs.db"
+    """True for names of hidden files and system clutter (``.DS_Store``, ``__MACOSX``, ``Thumbs.db``)."""
+    return name.startswith((".", "__")) or name == "Thumbs.db"
 
 
-def _check_file(path: Path, min_size: int) -> tuple[str, str]:
-    """Classify one file: ("ok"|"convert"|"skip", detail). Opens it with Pillow."""
+def _walk_tree(root: Path) -> tuple[list[Path], list[_Candidate], dict[str, list[Path]]]:
+    """List ``root``'s class folders, the candidate image files in them, and what is skipped by its name alone.
+
+    Returns:
+        ``(class folders, candidates, {reason: paths})``.
+    """
+    skipped: dict[str, list[Path]] = defaultdict(list)
+    class_dirs = []
+    for entry in sorted(root.iterdir()):
+        if _is_hidden(entry.name):
+            skipped[HIDDEN].append(entry)
+        elif entry.is_dir():
+            class_dirs.append(entry)
+        else:
+            skipped[NOT_IN_CLASS].append(entry)
+    candidates = [c for index, class_dir in enumerate(class_dirs) for c in _walk_class(index, class_dir, skipped)]
+    return class_dirs, candidates, skipped
+
+
+def _walk_class(index: int, class_dir: Path, skipped: dict[str, list[Path]]) -> list[_Candidate]:
+    """The candidate image files under one class folder, recursively; hidden and non-image names go to ``skipped``."""
+    candidates = []
+    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+        for d in sorted(dirnames):
+            if _is_hidden(d):
+                skipped[HIDDEN].append(Path(dirpath) / d)
+        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
+        nested = Path(dirpath) != class_dir
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            if _is_hidden(name):
+                skipped[HIDDEN].append(path)
+            elif not name.lower().endswith(IMAGE_EXTENSIONS):
+                skipped[OTHER_EXTENSION].append(path)
+            elif not _utf8(str(path)):
+                skipped[BAD_NAME].append(path)
+            else:
+                candidates.append(_Candidate(index, path, nested))
+    return candidates
+
+
+def _utf8(text: str) -> bool:
+    """True when ``text`` encodes to UTF-8 (file names that are not valid UTF-8 arrive with lone surrogates)."""
     try:
-        with Image.open(path) as img:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _scan_cache_file(root: Path) -> Path:
+    """Where the scan results of the folder ``root`` are cached."""
+    key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16]
+    return core.home() / "cache" / "scans" / f"{key}.json"
+
+
+def _load_scan_cache(cache_file: Path, min_size: int) -> dict[str, list]:
+    """The cached ``{path: [size, mtime_ns, kind, detail]}`` of an earlier scan with the same checks, else ``{}``."""
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(cache, dict) or cache.get("version") != _SCAN_VERSION or cache.get("min_size") != min_size:
+        return {}
+    files = cache.get("files")
+    return files if isinstance(files, dict) else {}
+
+
+def _save_scan_cache(cache_file: Path, min_size: int, entries: dict[str, list]) -> None:
+    """Write the scan results for the next scan, atomically; a read-only home only costs a re-scan next time."""
+    try:
+        with core.atomic_path(cache_file) as tmp:
+            tmp.write_text(json.dumps({"version": _SCAN_VERSION, "min_size": min_size, "files": entries}))
+    except OSError:
+        pass
+
+
+def _check_with_pillow(path: Path, min_size: int) -> tuple[str, str]:
+    """Classify one file from its header, read by Pillow: returns ``("ok"|"convert"|"skip", detail)``.
+
+    Nothing is decoded here: TensorFlow decodes the files it will read in bulk
+    afterwards (:func:`_undecodable`), and a conversion decodes the file with Pillow.
+    """
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 (closed by the with below; opened apart to tell unreadable from corrupt)
+    except OSError:
+        return "skip", UNREADABLE
+    try:
+        with fh, Image.open(fh) as img:
             fmt, mode, size = img.format, img.mode, img.size
             frames = getattr(img, "n_frames", 1)
-            img.seek(0)
-            if fmt == "JPEG":
-                img.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
-            img.load()
     except Image.DecompressionBombError:
         return "skip", "image too large (decompression bomb guard)"
     except (Image.UnidentifiedImageError, ValueError):
         return "skip", NOT_IMAGE
-    except Exception:  # truncated data, broken headers: Pillow raises many types
+    except Exception:  # noqa: BLE001 (truncated data, broken headers: Pillow raises many types)
         return "skip", CORRUPT
     if min(size) < min_size:
         return "skip", f"{TOO_SMALL} (under {min_size} px)"
@@ -125,42 +257,142 @@ def _check_file(path: Path, min_size: int) -> tuple[str, str]:
     return "ok", fmt
 
 
-def _scan_cache_file(root: Path) -> Path:
-    key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16]
-    return core.home() / "cache" / "scans" / f"{key}.json"
-
-
 def _converted_path(path: Path, stat: os.stat_result) -> Path:
+    """Where the RGB PNG copy of ``path`` (in the state ``stat`` describes) is kept."""
     key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:20]
     return core.home() / "cache" / "converted" / f"{key}.png"
 
 
-def _convert_to_rgb(path: Path, dest: Path) -> None:
-    """Write an RGB PNG copy of ``path``: alpha is composited on white, CMYK and
-    grayscale converted, only the first frame of an animation kept."""
+def _rgb_image(path: Path) -> Image.Image:
+    """The first frame of an image file as RGB: alpha composited on white, CMYK and grayscale converted."""
     with Image.open(path) as img:
         img.seek(0)
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
             rgba = img.convert("RGBA")
             rgb = Image.new("RGB", rgba.size, (255, 255, 255))
             rgb.paste(rgba, mask=rgba.getchannel("A"))
-        else:
-            rgb = img.convert("RGB")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + f".{os.getpid()}.tmp")
-    rgb.save(tmp, format="PNG")
-    os.replace(tmp, dest)
+            return rgb
+        return img.convert("RGB")
+
+
+def _convert_to_rgb(path: Path, dest: Path) -> bool:
+    """Write an RGB PNG copy of ``path`` to ``dest`` (atomically); returns False when Pillow cannot decode it all.
+
+    Raises:
+        OSError: if ``dest`` cannot be written, naming the folder to fix.
+    """
+    try:
+        rgb = _rgb_image(path)
+    except Exception:  # noqa: BLE001 (truncated data, broken headers: Pillow raises many types)
+        return False
+    try:
+        with core.atomic_path(dest, suffix=".png") as tmp:
+            rgb.save(tmp, format="PNG")
+    except OSError as exc:
+        raise OSError(
+            f"Cannot write the RGB copy of {path} into {dest.parent} ({exc}): "
+            "make that folder writable, or set TLHELPERS_HOME to a writable folder."
+        ) from exc
+    return True
+
+
+def _cached_verdict(path: Path, stat: os.stat_result, entries: dict[str, list]) -> _Verdict | None:
+    """The verdict cached for ``path`` if its size and mtime are unchanged (and its RGB copy still exists), else None."""
+    hit = entries.get(str(path))
+    if not (isinstance(hit, list) and len(hit) == 4 and hit[:2] == [stat.st_size, stat.st_mtime_ns]):
+        return None
+    kind, detail = hit[2], hit[3]
+    if kind == "skip":
+        return _Verdict(kind, detail)
+    usable = _converted_path(path, stat) if kind == "convert" else path
+    return _Verdict(kind, detail, usable) if usable.exists() else None
+
+
+def _classify(path: Path, stat: os.stat_result, min_size: int) -> _Verdict:
+    """Check one file with Pillow and write its RGB copy if it needs one (TensorFlow's check comes after, in bulk)."""
+    kind, detail = _check_with_pillow(path, min_size)
+    if kind == "skip":
+        return _Verdict(kind, detail)
+    if kind == "ok":
+        return _Verdict(kind, detail, path)
+    dest = _converted_path(path, stat)
+    if not dest.exists() and not _convert_to_rgb(path, dest):
+        return _Verdict("skip", CORRUPT)
+    return _Verdict(kind, detail, dest)
+
+
+def _examine(paths: list[Path], min_size: int, entries: dict[str, list], workers: int) -> list[_Verdict]:
+    """The verdict on each file: cached when unchanged, else checked by Pillow then TensorFlow; updates ``entries``."""
+
+    def first_look(path: Path) -> tuple[_Verdict, os.stat_result | None]:
+        try:
+            stat = path.stat()
+        except OSError:
+            return _Verdict("skip", UNREADABLE), None
+        if not stat_mode.S_ISREG(stat.st_mode):  # a pipe or device named *.jpg would block or never end
+            return _Verdict("skip", UNREADABLE), None
+        cached = _cached_verdict(path, stat, entries)
+        return (cached, None) if cached else (_classify(path, stat, min_size), stat)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        looks = list(pool.map(first_look, paths))
+    verdicts = [verdict for verdict, _ in looks]
+    fresh = [i for i, (_, stat) in enumerate(looks) if stat is not None]
+    to_decode = [i for i in fresh if verdicts[i].usable is not None]
+    for j in _undecodable([verdicts[i].usable for i in to_decode], workers):
+        verdicts[to_decode[j]] = _Verdict("skip", CORRUPT)
+    for i in fresh:
+        stat = looks[i][1]
+        entries[str(paths[i])] = [stat.st_size, stat.st_mtime_ns, verdicts[i].kind, verdicts[i].detail]
+    return verdicts
+
+
+def _assemble_report(
+    root: Path, class_dirs: list[Path], candidates: list[_Candidate], verdicts: list[_Verdict], skipped: dict[str, list[Path]]
+) -> ImageTreeReport:
+    """Gather the verdicts into a report, renumbering labels over the classes that have usable images."""
+    skipped = defaultdict(list, skipped)
+    files, labels, sources, nested = [], [], [], []
+    converted: dict[str, list[Path]] = defaultdict(list)
+    for candidate, verdict in zip(candidates, verdicts):
+        if verdict.kind == "skip":
+            skipped[verdict.detail].append(candidate.path)
+            continue
+        if verdict.kind == "convert":
+            converted[verdict.detail].append(candidate.path)
+        files.append(verdict.usable)
+        labels.append(candidate.class_index)
+        sources.append(candidate.path)
+        if candidate.nested:
+            nested.append(candidate.path)
+    used = sorted(set(labels))
+    names = [d.name for d in class_dirs]
+    remap = {old: new for new, old in enumerate(used)}
+    return ImageTreeReport(
+        root=root,
+        class_names=[names[i] for i in used],
+        files=files,
+        labels=[remap[label] for label in labels],
+        sources=sources,
+        skipped=dict(skipped),
+        converted=dict(converted),
+        empty_classes=[name for i, name in enumerate(names) if i not in remap],
+        nested=nested,
+    )
 
 
 def scan_image_tree(directory: str | os.PathLike, min_size: int = 16, workers: int | None = None) -> ImageTreeReport:
     """Check a folder-per-class image tree and list what can be used.
 
-    Every file is opened with Pillow (JPEGs decoded at 1/8 scale, which still reads
-    the whole file and so catches truncation). Usable images that TensorFlow cannot
-    decode to the right RGB pixels itself (PNG with alpha, palette images, CMYK or
-    16-bit files, WebP, TIFF, animations) are converted once to RGB PNG copies in
-    ``~/.tlhelpers/cache/converted``. Results are cached per file (size and
-    modification time), so a second scan of an unchanged tree is quick.
+    Every file's header is read with Pillow (format, mode, size). Images that
+    TensorFlow cannot decode to the right RGB pixels itself (PNG with alpha, palette
+    images, CMYK or 16-bit files, WebP, TIFF, animations) are converted once to RGB
+    PNG copies in ``~/.tlhelpers/cache/converted``. Then TensorFlow decodes every
+    file the pipeline will read in every way the pipeline may decode it (JPEGs at
+    each of the scales 1, 1/2, 1/4 and 1/8, with the same function): what fails is
+    skipped as corrupt, so that iterating the dataset never fails on a file.
+    Results are cached per file (size and modification time), so a second scan of
+    an unchanged tree is quick and does not import TensorFlow.
 
     Args:
         directory: a folder holding one sub-folder per class.
@@ -168,7 +400,8 @@ def scan_image_tree(directory: str | os.PathLike, min_size: int = 16, workers: i
         workers: threads used to check files (default: number of CPUs).
 
     Returns:
-        An :class:`ImageTreeReport`.
+        An :class:`ImageTreeReport`: every candidate file is either in ``sources``
+        or named in ``skipped`` with the reason.
 
     Raises:
         FileNotFoundError: if ``directory`` does not exist or is not a folder.
@@ -181,97 +414,14 @@ def scan_image_tree(directory: str | os.PathLike, min_size: int = 16, workers: i
             f"Image folder {root} does not exist" + (" (it is a file)" if root.exists() else "")
             + ": pass a folder that holds one sub-folder of images per class."
         )
-    skipped: dict[str, list[Path]] = defaultdict(list)
-    class_dirs = []
-    for entry in sorted(root.iterdir()):
-        if _is_hidden(entry.name):
-            skipped[HIDDEN].append(entry)
-        elif entry.is_dir():
-            class_dirs.append(entry)
-        else:
-            skipped[NOT_IN_CLASS].append(entry)
-
-    candidates: list[tuple[int, Path, bool]] = []  # (class index, path, nested)
-    for idx, class_dir in enumerate(class_dirs):
-        for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
-            for d in sorted(dirnames):
-                if _is_hidden(d):
-                    skipped[HIDDEN].append(Path(dirpath) / d)
-            dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
-            nested = Path(dirpath) != class_dir
-            for name in sorted(filenames):
-                path = Path(dirpath) / name
-                if _is_hidden(name):
-                    skipped[HIDDEN].append(path)
-                elif not name.lower().endswith(IMAGE_EXTENSIONS):
-                    skipped[OTHER_EXTENSION].append(path)
-                else:
-                    candidates.append((idx, path, nested))
-
+    class_dirs, candidates, skipped = _walk_tree(root)
     cache_file = _scan_cache_file(root)
-    try:
-        cache = json.loads(cache_file.read_text())
-        if cache.get("version") != _SCAN_VERSION or cache.get("min_size") != min_size:
-            cache = {}
-    except (OSError, ValueError):
-        cache = {}
-    entries: dict[str, list] = cache.get("files", {})
-
-    def check(item: tuple[int, Path, bool]) -> tuple[str, str]:
-        _, path, _ = item
-        st = path.stat()
-        key = str(path)
-        hit = entries.get(key)
-        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
-            return hit[2], hit[3]
-        verdict, detail = _check_file(path, min_size)
-        entries[key] = [st.st_size, st.st_mtime_ns, verdict, detail]
-        return verdict, detail
-
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
-        verdicts = list(pool.map(check, candidates))
-
-    files, labels, sources, nested_files = [], [], [], []
-    converted: dict[str, list[Path]] = defaultdict(list)
-    for (idx, path, nested), (verdict, detail) in zip(candidates, verdicts):
-        if verdict == "skip":
-            skipped[detail].append(path)
-            continue
-        usable = path
-        if verdict == "convert":
-            usable = _converted_path(path, path.stat())
-            if not usable.exists():
-                _convert_to_rgb(path, usable)
-            converted[detail].append(path)
-        files.append(usable)
-        labels.append(idx)
-        sources.append(path)
-        if nested:
-            nested_files.append(path)
-
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(cache_file.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"version": _SCAN_VERSION, "min_size": min_size, "files": entries}))
-        os.replace(tmp, cache_file)
-    except OSError:
-        pass  # a read-only home only costs a re-scan next time
-
-    used = sorted(set(labels))
-    all_names = [d.name for d in class_dirs]
-    empty = [all_names[i] for i in range(len(class_dirs)) if i not in used]
-    remap = {old: new for new, old in enumerate(used)}
-    report = ImageTreeReport(
-        root=root,
-        class_names=[all_names[i] for i in used],
-        files=files,
-        labels=[remap[label] for label in labels],
-        sources=sources,
-        skipped=dict(skipped),
-        converted=dict(converted),
-        empty_classes=empty,
-        nested=nested_files,
-    )
+    cached = _load_scan_cache(cache_file, min_size)
+    paths = [c.path for c in candidates]
+    entries = {str(p): cached[str(p)] for p in paths if str(p) in cached}  # forget files that are gone
+    verdicts = _examine(paths, min_size, entries, workers or os.cpu_count() or 2)
+    _save_scan_cache(cache_file, min_size, entries)
+    report = _assemble_report(root, class_dirs, candidates, verdicts, skipped)
     _require_classes(report, class_dirs)
     return report
 
@@ -280,6 +430,7 @@ _SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "test", "test
 
 
 def _require_classes(report: ImageTreeReport, class_dirs: list[Path]) -> None:
+    """Raise ``ValueError`` when ``report`` has fewer than two usable classes or the folder holds splits, not classes."""
     names = [d.name for d in class_dirs]
     if names and {n.lower() for n in names} <= _SPLIT_NAMES and report.files and len(report.nested) == len(report.files):
         raise ValueError(
@@ -311,34 +462,96 @@ def check_class_names(train: list[str], other: list[str], what: str = "validatio
     )
 
 
-def _decode_resize(path, is_jpeg, image_size):
-    """Graph function: read and decode one file to a uint8 [h, w, 3] image of image_size."""
+def _tensorflow():
+    """TensorFlow, imported quietly the first time (see :mod:`tlhelpers._quiet`)."""
+    from ._quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
     import tensorflow as tf
 
+    return tf
+
+
+def _decode(data, is_jpeg: bool, ratio: int = 1):
+    """Graph function: image bytes to a uint8 ``[height, width, 3]`` tensor, a JPEG at 1/``ratio`` scale.
+
+    The one decoder behind both the pipeline (:func:`_decode_resize`) and the scan's
+    check (:func:`_decode_every_way`), so that the two cannot drift apart.
+    """
+    tf = _tensorflow()
+    if is_jpeg:
+        return tf.io.decode_jpeg(data, channels=3, ratio=ratio, dct_method="INTEGER_FAST")
+    return tf.io.decode_image(data, channels=3, expand_animations=False)
+
+
+def _jpeg_ratio_index(shape, image_size: tuple[int, int]):
+    """Graph function: the index in ``_JPEG_RATIOS`` of the largest scale-down keeping a JPEG of ``shape`` >= ``image_size``."""
+    tf = _tensorflow()
     height, width = image_size
+    scale = tf.minimum(shape[0] // height, shape[1] // width)
+    return tf.add_n([tf.cast(scale >= r, tf.int32) for r in _JPEG_RATIOS[1:]])
+
+
+def _decode_resize(path, is_jpeg, image_size: tuple[int, int]):
+    """Graph function: read and decode one file to a uint8 ``[height, width, 3]`` image of ``image_size``."""
+    tf = _tensorflow()
     data = tf.io.read_file(path)
 
     def decode_jpeg():
-        shape = tf.image.extract_jpeg_shape(data)
-        scale = tf.minimum(shape[0] // height, shape[1] // width)
         # libjpeg can decode straight to 1/2, 1/4 or 1/8 size: far less work than a
         # full decode followed by a large downscale.
-        branch = tf.cast(scale >= 2, tf.int32) + tf.cast(scale >= 4, tf.int32) + tf.cast(scale >= 8, tf.int32)
-        return tf.switch_case(
-            branch,
-            [lambda r=r: tf.io.decode_jpeg(data, channels=3, ratio=r, dct_method="INTEGER_FAST") for r in (1, 2, 4, 8)],
-        )
+        index = _jpeg_ratio_index(tf.image.extract_jpeg_shape(data), image_size)
+        return tf.switch_case(index, [lambda r=r: _decode(data, True, r) for r in _JPEG_RATIOS])
 
-    def decode_other():
-        return tf.io.decode_image(data, channels=3, expand_animations=False)
-
-    image = tf.cond(is_jpeg, decode_jpeg, decode_other)
+    image = tf.cond(is_jpeg, decode_jpeg, lambda: _decode(data, False))
     image.set_shape([None, None, 3])
     image = tf.image.resize(image, image_size)
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
+def _decode_every_way(data, is_jpeg):
+    """Graph function: decode image bytes every way :func:`_decode_resize` may (a JPEG at each ratio).
+
+    Returns the total number of values decoded, so that no decode is optimised away.
+    """
+    tf = _tensorflow()
+
+    def jpeg():
+        total = tf.reduce_prod(tf.cast(tf.image.extract_jpeg_shape(data), tf.int64))
+        return total + tf.add_n([tf.size(_decode(data, True, r), out_type=tf.int64) for r in _JPEG_RATIOS])
+
+    return tf.cond(is_jpeg, jpeg, lambda: tf.size(_decode(data, False), out_type=tf.int64))
+
+
+def _undecodable(files: list[Path], workers: int) -> list[int]:
+    """Positions in ``files`` of the files TensorFlow fails to decode in any way the pipeline may, sorted."""
+    if not files:
+        return []
+    tf = _tensorflow()
+    paths = [str(f) for f in files]
+
+    def attempt(index, path, is_jpeg):
+        return index, _decode_every_way(tf.io.read_file(path), is_jpeg)
+
+    ds = tf.data.Dataset.from_tensor_slices((list(range(len(paths))), paths, [_looks_like_jpeg(p) for p in paths]))
+    # A failing element is dropped (ignore_errors): the positions missing at the end are the failures.
+    ds = ds.map(attempt, num_parallel_calls=max(1, workers), deterministic=False).ignore_errors().batch(256)
+    with _decoder_messages_hidden():
+        decoded = {int(i) for indices, _ in ds for i in indices.numpy()}
+    return sorted(set(range(len(paths))) - decoded)
+
+
+def _decoder_messages_hidden():
+    """A context hiding libjpeg's "Corrupt JPEG data" lines, printed straight to stderr (``TLHELPERS_TF_LOGS=1`` keeps them)."""
+    import contextlib
+
+    from ._quiet import _stderr_silenced
+
+    return contextlib.nullcontext() if os.environ.get("TLHELPERS_TF_LOGS") else _stderr_silenced()
+
+
 def _memory_budget() -> int:
+    """Bytes of decoded images worth caching in memory: a quarter of the free memory, at most 4 GiB."""
     try:
         available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
@@ -372,8 +585,7 @@ def images_dataset(
             when they take under a quarter of the free memory; a path string caches
             to files there.
     """
-    import tensorflow as tf
-
+    tf = _tensorflow()
     files = [str(f) for f in files]
     order = list(range(len(files)))
     if shuffle:
@@ -411,7 +623,7 @@ def _looks_like_jpeg(path: str) -> bool:
     """True when the file starts with the JPEG signature (its extension may lie)."""
     try:
         with open(path, "rb") as fh:
-            return fh.read(3) == b"\xff\xd8\xff"
+            return fh.read(3) == _JPEG_SIGNATURE
     except OSError:
         return False
 
@@ -514,7 +726,7 @@ def split_files(pairs: list, validation_split: float | None, seed: int | None) -
         return {None: list(pairs)}
     order = list(pairs)
     random.Random(seed).shuffle(order)
-    n_val = int(round(validation_split * len(order)))
+    n_val = round(validation_split * len(order))
     return {"training": order[n_val:], "validation": order[:n_val]}
 
 
