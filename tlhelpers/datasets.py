@@ -87,6 +87,12 @@ DATASETS: dict[str, DatasetSource] = {
 }
 
 
+#: Datasets that ship inside the package: always there, no download.
+BUNDLED: dict[str, Path] = {
+    "cats_and_dogs_sample": Path(__file__).resolve().parent / "sample_data" / "cats_and_dogs_sample",
+}
+
+
 class DatasetUnavailableError(RuntimeError):
     """A named dataset is neither installed nor downloadable right now."""
 
@@ -100,7 +106,8 @@ def dataset_path(name: str, download: bool = True) -> Path:
 
     Args:
         name: one of :data:`DATASETS` (``cats_and_dogs_filtered``, ``flower_photos``,
-            ``alien_vs_predator``).
+            ``alien_vs_predator``), or ``cats_and_dogs_sample``, the 120 photos bundled
+            with the package (40 + 20 per class in ``train/`` and ``validation/``).
         download: whether to try the network when the dataset is not installed.
 
     Returns:
@@ -112,8 +119,10 @@ def dataset_path(name: str, download: bool = True) -> Path:
         DatasetUnavailableError: when it is not installed and cannot be downloaded;
             the message says how to install the offline kit.
     """
+    if name in BUNDLED:
+        return BUNDLED[name]
     if name not in DATASETS:
-        raise ValueError(f"Unknown dataset {name!r}; choose one of {sorted(DATASETS)}.")
+        raise ValueError(f"Unknown dataset {name!r}; choose one of {sorted([*DATASETS, *BUNDLED])}.")
     source = DATASETS[name]
     folder = core.datasets_dir() / name
     if _complete(folder, source):

@@ -380,9 +380,9 @@ def download(kit_dir: str | os.PathLike, datasets: Iterable[str] | None = None) 
         The kit folder.
     """
     import keras
-    import tensorflow_hub as hub
 
     from .. import datasets as named
+    from ..hub import resolve_handle
 
     kit = Path(kit_dir).expanduser().resolve()
     models = kit / "keras" / "models"
@@ -401,7 +401,7 @@ def download(kit_dir: str | os.PathLike, datasets: Iterable[str] | None = None) 
     )
     with hub_cache_set_to(kit / "tfhub_modules"):
         for handle in HUB_HANDLES:
-            hub.resolve(handle)
+            resolve_handle(handle)
     for name in datasets or named.DATASETS:
         named.fetch(name, target_dir=kit / "datasets")
     listed = sorted(p for p in kit.rglob("*") if p.is_file() and p.name != MANIFEST)
