@@ -67,8 +67,12 @@ def phase_standard(data: Path) -> dict:
 
     tl.set_seed(SEED)
     start = time.perf_counter()
-    train = keras.utils.image_dataset_from_directory(data / "train", image_size=IMAGE_SIZE, batch_size=BATCH_SIZE, seed=SEED, verbose=False)
-    val = keras.utils.image_dataset_from_directory(data / "validation", image_size=IMAGE_SIZE, batch_size=BATCH_SIZE, shuffle=False, verbose=False)
+    train = keras.utils.image_dataset_from_directory(
+        data / "train", image_size=IMAGE_SIZE, batch_size=BATCH_SIZE, seed=SEED, verbose=False
+    )
+    val = keras.utils.image_dataset_from_directory(
+        data / "validation", image_size=IMAGE_SIZE, batch_size=BATCH_SIZE, shuffle=False, verbose=False
+    )
     train, val = train.prefetch(-1), val.prefetch(-1)
     base = _base()
     inputs = keras.Input((*IMAGE_SIZE, 3))
@@ -161,7 +165,9 @@ def phase_throughput(data: Path) -> dict:
         start = time.perf_counter()
         plain = None
         for folder in folders:
-            ds = keras.utils.image_dataset_from_directory(folder, image_size=IMAGE_SIZE, batch_size=BATCH_SIZE, shuffle=False, labels=None, verbose=False)
+            ds = keras.utils.image_dataset_from_directory(
+                folder, image_size=IMAGE_SIZE, batch_size=BATCH_SIZE, shuffle=False, labels=None, verbose=False
+            )
             plain = ds if plain is None else plain.concatenate(ds)
         n = len(model.predict(plain, verbose=0))
         return n / (time.perf_counter() - start)
@@ -267,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as home:  # cold caches for every phase
             env = {**os.environ, "TLHELPERS_HOME": home, "TFHUB_CACHE_DIR": str(tl.kit.hub_cache_dir())}
             print(f"[{time.strftime('%H:%M:%S')}] {name} ...", flush=True)
-            proc = subprocess.run([sys.executable, __file__, "--phase", name, "--data", str(data)], capture_output=True, text=True, env=env)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--phase", name, "--data", str(data)], capture_output=True, text=True, env=env
+            )
             if proc.returncode:
                 print(proc.stderr[-3000:], file=sys.stderr)
                 return proc.returncode

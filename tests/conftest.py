@@ -16,9 +16,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from helpers import SAMPLE
 
 from tlhelpers import core
+
+from helpers import SAMPLE
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 

@@ -95,7 +95,13 @@ TRAIN_SCRIPT = textwrap.dedent(
 
 
 def _run(script: Path, ckpt: Path, epochs: int, die_after: int = 0) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(script), str(ckpt), str(epochs), str(die_after)], capture_output=True, text=True, timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    return subprocess.run(
+        [sys.executable, str(script), str(ckpt), str(epochs), str(die_after)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
 
 
 def test_killed_training_resumes_from_the_last_epoch_with_the_same_result(tmp_path):
@@ -110,6 +116,8 @@ def test_killed_training_resumes_from_the_last_epoch_with_the_same_result(tmp_pa
     resumed = _run(script, tmp_path / "resumed", 6)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "epochs in history 6" in resumed.stdout
-    np.testing.assert_allclose(np.load(tmp_path / "resumed" / "final.npy"), np.load(tmp_path / "straight" / "final.npy"), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.load(tmp_path / "resumed" / "final.npy"), np.load(tmp_path / "straight" / "final.npy"), rtol=1e-5, atol=1e-6
+    )
     best = keras.saving.load_model(tmp_path / "resumed" / "best.keras", safe_mode=True)
     assert best.predict(np.zeros((1, 8), "float32"), verbose=0).shape == (1, 2)

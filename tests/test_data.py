@@ -14,6 +14,8 @@ from PIL import Image
 import tlhelpers as tl
 from tlhelpers import data as tldata
 
+from helpers import SAMPLE
+
 
 def test_sample_loads_as_batched_float_images(sample):
     ds = tl.load_image_dataset(sample / "train", image_size=(160, 160), batch_size=16, seed=0)
@@ -175,12 +177,14 @@ def test_training_on_a_messy_tree_never_fails_inside_fit(copy_tree, isolated_hom
     ds = tl.load_image_dataset(tree, image_size=(32, 32), batch_size=4, seed=0)
     printed = capsys.readouterr().out
     assert "skipped" in printed and "truncated.jpg" in printed and "converted" in printed
-    model = keras.Sequential([
-        keras.Input((32, 32, 3)),
-        keras.layers.Rescaling(1 / 255),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(2, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
     model.compile("adam", "sparse_categorical_crossentropy")
     history = model.fit(ds, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
@@ -297,7 +301,11 @@ def test_report_repr_is_a_short_summary(copy_tree, isolated_home):
     assert str(report.sources[-1]) not in text
     # many kinds of problem, many long names: still short
     many = tldata.ImageTreeReport(
-        root=tree, class_names=["cats", "dogs"], files=report.files, labels=report.labels, sources=report.sources,
+        root=tree,
+        class_names=["cats", "dogs"],
+        files=report.files,
+        labels=report.labels,
+        sources=report.sources,
         skipped={f"reason {k}": [tree / "cats" / ("x" * 200 + f"{k}_{i}.jpg") for i in range(50)] for k in range(40)},
     )
     text = repr(many)
@@ -315,3 +323,13 @@ def test_file_names_that_are_not_utf8_are_skipped_by_name(copy_tree, isolated_ho
     assert report.skipped == {tldata.BAD_NAME: [Path(os.fsdecode(raw_name))]}
     ds = tl.load_image_dataset(tree, image_size=(32, 32), verbose=False)
     assert sum(int(x.shape[0]) for x, _ in ds) == 4
+
+
+def test_the_bundled_sample_is_a_named_dataset_that_ships_with_the_package():
+    from tlhelpers import datasets
+
+    folder = tl.dataset_path("cats_and_dogs_sample")
+    assert folder == SAMPLE and folder.is_relative_to(Path(tl.__file__).parent)
+    ds = tl.load_image_dataset("cats_and_dogs_sample/validation", image_size=(32, 32), shuffle=False)
+    assert ds.class_names == ["cats", "dogs"] and len(ds.file_paths) == 40
+    assert "cats_and_dogs_sample" in datasets.BUNDLED

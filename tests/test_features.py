@@ -50,7 +50,9 @@ def test_every_key_input_changes_the_key(base, copy_tree, isolated_home):
     fs = tl.extract_features(base, tree, progress=False)
     key = fs.cache_file.stem
     aug = tl.augmentation_layers(seed=1)
-    files = [tree / "cats" / p for p in sorted(os.listdir(tree / "cats"))] + [tree / "dogs" / p for p in sorted(os.listdir(tree / "dogs"))]
+    files = [tree / "cats" / p for p in sorted(os.listdir(tree / "cats"))] + [
+        tree / "dogs" / p for p in sorted(os.listdir(tree / "dogs"))
+    ]
     assert features.feature_key(base, files, (96, 96), "MobileNetV2") == key
     variants = {
         "image size": features.feature_key(base, files, (64, 64), "MobileNetV2"),
@@ -126,7 +128,11 @@ def test_head_trained_on_features_drops_onto_the_base(sample, isolated_home):
     model.compile(keras.optimizers.RMSprop(1e-5), "sparse_categorical_crossentropy", metrics=["accuracy"])
     snapshot = {layer.name: [w.numpy().copy() for w in layer.weights] for layer in base.layers}
     history = model.fit(tl.load_image_dataset(sample / "train", image_size=(160, 160), seed=0), epochs=2, verbose=0)
-    moved = {name for name, ws in snapshot.items() if any(not np.array_equal(w.numpy(), o) for w, o in zip(base.get_layer(name).weights, ws))}
+    moved = {
+        name
+        for name, ws in snapshot.items()
+        if any(not np.array_equal(w.numpy(), o) for w, o in zip(base.get_layer(name).weights, ws))
+    }
     tuned = {layer.name for layer in base.layers[100:] if layer.trainable_weights}
     assert moved == tuned and tuned
     assert history.history["loss"][-1] < history.history["loss"][0]

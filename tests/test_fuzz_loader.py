@@ -96,8 +96,18 @@ def _mutate(data: bytes, kind: str, rng: random.Random) -> bytes:
 
 
 KINDS = [
-    "bit_flips", "header_flips", "zeroed_block", "truncated", "garbage_appended", "png_signature_pasted",
-    "random_bytes", "garbage_after_header", "marker_in_scan", "blocks_swapped", "size_rewritten", "empty",
+    "bit_flips",
+    "header_flips",
+    "zeroed_block",
+    "truncated",
+    "garbage_appended",
+    "png_signature_pasted",
+    "random_bytes",
+    "garbage_after_header",
+    "marker_in_scan",
+    "blocks_swapped",
+    "size_rewritten",
+    "empty",
 ]
 
 
@@ -186,4 +196,3 @@ def test_loader_survives_a_thousand_damaged_files(tmp_path):
         f"{seconds:.1f} s (+ {imported - start:.1f} s importing TensorFlow); "
         f"skipped by reason: { {reason: len(paths) for reason, paths in report.skipped.items()} }"
     )
-

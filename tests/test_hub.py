@@ -5,11 +5,12 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from helpers import sample_images
 
 import tlhelpers as tl
 from tlhelpers import hub as tlhub
 from tlhelpers import kit
+
+from helpers import sample_images
 
 HANDLE = tlhub.MOBILENET_V2_FEATURE_VECTOR
 TFHUB_HANDLE = "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5"

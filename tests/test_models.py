@@ -5,9 +5,10 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from helpers import sample_images
 
 import tlhelpers as tl
+
+from helpers import sample_images
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +132,9 @@ def test_build_classifier_preprocesses_like_keras_for_every_network(network):
     pooled = keras.Model(model.input, model.get_layer("pool").output)
     images, _ = sample_images(2, size=shape[:2])
     module = importlib.import_module(getattr(keras.applications, network).__module__)
-    reference = keras.ops.convert_to_numpy(keras.ops.mean(base(module.preprocess_input(images.copy()), training=False), axis=(1, 2)))
+    reference = keras.ops.convert_to_numpy(
+        keras.ops.mean(base(module.preprocess_input(images.copy()), training=False), axis=(1, 2))
+    )
     got = keras.ops.convert_to_numpy(pooled(images, training=False))
     scale = np.abs(reference).max() + 1e-6
     assert np.abs(got - reference).max() <= 1e-3 * scale, f"{network}: features differ from Keras' reference"

@@ -54,6 +54,8 @@ def test_notebook_is_linked_colab_ready_and_clean(path):
         for out in cell.outputs:
             assert out.output_type != "error", f"stack trace in the outputs of: {cell.source[:60]!r}"
             assert not (out.output_type == "stream" and out.name == "stderr"), f"log noise in the outputs: {out.text[:200]!r}"
-            assert "application/vnd.jupyter.widget-view+json" not in out.get("data", {}), "a progress-bar widget was left in the outputs"
+            assert "application/vnd.jupyter.widget-view+json" not in out.get("data", {}), (
+                "a progress-bar widget was left in the outputs"
+            )
     # prose between the steps: at least one markdown cell for every two code cells
     assert sum(c.cell_type == "markdown" for c in nb.cells) * 2 >= len(code)

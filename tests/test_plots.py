@@ -9,10 +9,11 @@ matplotlib.use("Agg")
 import matplotlib.colors as mcolors  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from helpers import sample_images  # noqa: E402
 
 import tlhelpers as tl  # noqa: E402
 from tlhelpers import plots  # noqa: E402
+
+from helpers import sample_images  # noqa: E402
 
 NAMES = ["cats", "dogs"]
 
@@ -54,7 +55,12 @@ def test_prediction_grid_without_labels_is_neutral(batch):
 
 def test_learning_curves_join_runs_and_mark_fine_tuning():
     first = {"accuracy": [0.6, 0.7], "val_accuracy": [0.65, 0.72], "loss": [0.9, 0.7], "val_loss": [0.8, 0.6]}
-    second = {"accuracy": [0.8, 0.9, 0.95], "val_accuracy": [0.8, 0.85, 0.9], "loss": [0.5, 0.3, 0.2], "val_loss": [0.5, 0.4, 0.3]}
+    second = {
+        "accuracy": [0.8, 0.9, 0.95],
+        "val_accuracy": [0.8, 0.85, 0.9],
+        "loss": [0.5, 0.3, 0.2],
+        "val_loss": [0.5, 0.4, 0.3],
+    }
     fig = tl.plot_history(first, second)
     acc_ax, loss_ax = fig.axes
     lines = {line.get_label(): line for line in acc_ax.lines}

@@ -52,7 +52,17 @@ _EXPORTS = {
     "set_seed": "runtime",
 }
 _SUBMODULES = {
-    "callbacks", "core", "data", "datasets", "features", "folding", "hub", "kit", "models", "plots", "runtime",
+    "callbacks",
+    "core",
+    "data",
+    "datasets",
+    "features",
+    "folding",
+    "hub",
+    "kit",
+    "models",
+    "plots",
+    "runtime",
 }
 
 __all__ = sorted(_EXPORTS)

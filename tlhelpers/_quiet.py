@@ -48,8 +48,8 @@ def import_tensorflow_quietly() -> None:
     if "tensorflow" in sys.modules:
         return
     with _stderr_silenced():
-        import tensorflow as tf  # noqa: F401
         import keras  # noqa: F401
+        import tensorflow as tf  # noqa: F401
 
         # Probing for GPUs logs a "failed call to cuInit" line on machines without one.
         tf.config.list_physical_devices("GPU")

@@ -51,16 +51,16 @@ class CollectBatchStats(keras.callbacks.Callback):
             self.batch_acc.append(float(logs[key]))
 
 
-def early_stopping(patience: int = 2, monitor: str = "val_loss", restore_best_weights: bool = True, **kwargs) -> keras.callbacks.EarlyStopping:
+def early_stopping(
+    patience: int = 2, monitor: str = "val_loss", restore_best_weights: bool = True, **kwargs
+) -> keras.callbacks.EarlyStopping:
     """``keras.callbacks.EarlyStopping`` that restores the best weights by default.
 
     Stops after ``patience`` epochs without improvement of ``monitor`` and puts back
     the weights of the best epoch, so the model you keep is the one that did best
     on validation data rather than the last one.
     """
-    return keras.callbacks.EarlyStopping(
-        patience=patience, monitor=monitor, restore_best_weights=restore_best_weights, **kwargs
-    )
+    return keras.callbacks.EarlyStopping(patience=patience, monitor=monitor, restore_best_weights=restore_best_weights, **kwargs)
 
 
 class EpochSummary(keras.callbacks.Callback):

@@ -92,9 +92,8 @@ class ImageTreeReport:
 
     def _headline(self) -> str:
         """One line: the root, the usable images and the count per class."""
-        return (
-            f"{self.root}: {len(self.files)} usable images in {len(self.class_names)} classes "
-            + ", ".join(f"{k}={v}" for k, v in self.class_counts.items())
+        return f"{self.root}: {len(self.files)} usable images in {len(self.class_names)} classes " + ", ".join(
+            f"{k}={v}" for k, v in self.class_counts.items()
         )
 
     def _names(self, paths: list[Path], max_names: int) -> str:
@@ -411,7 +410,8 @@ def scan_image_tree(directory: str | os.PathLike, min_size: int = 16, workers: i
     root = Path(directory).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(
-            f"Image folder {root} does not exist" + (" (it is a file)" if root.exists() else "")
+            f"Image folder {root} does not exist"
+            + (" (it is a file)" if root.exists() else "")
             + ": pass a folder that holds one sub-folder of images per class."
         )
     class_dirs, candidates, skipped = _walk_tree(root)
@@ -433,10 +433,7 @@ def _require_classes(report: ImageTreeReport, class_dirs: list[Path]) -> None:
     """Raise ``ValueError`` when ``report`` has fewer than two usable classes or the folder holds splits, not classes."""
     names = [d.name for d in class_dirs]
     if names and {n.lower() for n in names} <= _SPLIT_NAMES and report.files and len(report.nested) == len(report.files):
-        raise ValueError(
-            f"{report.root} holds the splits {names}, not classes: pass one of them, "
-            f"e.g. {report.root / names[0]}."
-        )
+        raise ValueError(f"{report.root} holds the splits {names}, not classes: pass one of them, e.g. {report.root / names[0]}.")
     if len(report.class_names) >= 2:
         return
     found = ", ".join(f"{k} ({v} images)" for k, v in report.class_counts.items()) or "none"
@@ -738,9 +735,10 @@ def resolve_image_dir(directory: str | os.PathLike) -> Path:
     if path.exists():
         return path
     parts = Path(directory).parts
-    if parts and parts[0] in datasets.DATASETS:
+    names = [*datasets.DATASETS, *datasets.BUNDLED]
+    if parts and parts[0] in names:
         return datasets.dataset_path(parts[0]).joinpath(*parts[1:])
     raise FileNotFoundError(
         f"Image folder {path} does not exist: pass a folder with one sub-folder of images per class, "
-        f"or a named dataset split such as 'cats_and_dogs_filtered/train' ({', '.join(datasets.DATASETS)})."
+        f"or a named dataset split such as 'cats_and_dogs_filtered/train' ({', '.join(names)})."
     )

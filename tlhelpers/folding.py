@@ -38,7 +38,11 @@ def _conv_feeding(bn: keras.layers.Layer):
         conv = parent.operation
     except (AttributeError, ValueError):
         return None
-    if isinstance(conv, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)) and len(conv._outbound_nodes) == 1 and conv.activation in (None, keras.activations.linear):
+    if (
+        isinstance(conv, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
+        and len(conv._outbound_nodes) == 1
+        and conv.activation in (None, keras.activations.linear)
+    ):
         return conv
     return None
 
@@ -95,5 +99,3 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
 
 
 __all__ = ["fold_batchnorm"]
-
-

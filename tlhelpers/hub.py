@@ -143,7 +143,9 @@ class HubFeatureExtractor(keras.layers.Layer):
         for wrapped, original in zip(self._hub_variables, variables):
             self._track_variable(wrapped)
             if wrapped.value is not original:  # pragma: no cover - guards against Keras internals changing
-                raise RuntimeError("This Keras version copies wrapped variables: fine-tuning a TF Hub model would be silently lost.")
+                raise RuntimeError(
+                    "This Keras version copies wrapped variables: fine-tuning a TF Hub model would be silently lost."
+                )
         self.output_dim = output_dim
         self._training_arg = _accepts_training(self._module)
 

@@ -27,13 +27,16 @@ _ALPHAS = {
     "MobileNetV3Large": ((0.75, 1.0), 1.0),
 }
 
+
 @functools.cache
 def _network_names() -> tuple[str, ...]:
-    return tuple(sorted(
-        name
-        for name, obj in vars(keras.applications).items()
-        if callable(obj) and name[0].isupper() and "include_top" in inspect.signature(obj).parameters
-    ))
+    return tuple(
+        sorted(
+            name
+            for name, obj in vars(keras.applications).items()
+            if callable(obj) and name[0].isupper() and "include_top" in inspect.signature(obj).parameters
+        )
+    )
 
 
 def available_networks() -> list[str]:
@@ -111,7 +114,9 @@ def get_base_model(
         model = keras.Model(model.inputs, model.get_layer(training_layer).output, name=f"{model.name}_to_{training_layer}")
     elif pop_layers:
         if pop_layers >= len(model.layers) - 1:
-            raise ValueError(f"pop_layers={pop_layers} would remove every layer: {network} has {len(model.layers)} layers (input included).")
+            raise ValueError(
+                f"pop_layers={pop_layers} would remove every layer: {network} has {len(model.layers)} layers (input included)."
+            )
         model = keras.Model(model.inputs, model.layers[-(pop_layers + 1)].output, name=f"{model.name}_pop{pop_layers}")
     model.trainable = False
     model.tlhelpers_network = network  # read by build_classifier and extract_features
@@ -332,5 +337,3 @@ def count_params(model: keras.Model) -> tuple[int, int]:
     trainable = sum(int(keras.ops.size(w)) for w in model.trainable_weights)
     frozen = sum(int(keras.ops.size(w)) for w in model.non_trainable_weights)
     return trainable, frozen
-
-

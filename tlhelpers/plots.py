@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import matplotlib
-
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -116,7 +115,16 @@ def plot_batch_stats(stats, title: str = "Training, batch by batch"):
     return fig
 
 
-def plot_predictions(images, probabilities, class_names: Sequence[str], labels=None, rows: int = 6, cols: int = 5, size: float = 2.0, title: str = "Model predictions"):
+def plot_predictions(
+    images,
+    probabilities,
+    class_names: Sequence[str],
+    labels=None,
+    rows: int = 6,
+    cols: int = 5,
+    size: float = 2.0,
+    title: str = "Model predictions",
+):
     """A grid of predictions: each title is the predicted class and its confidence,
     green when it matches the true label and red when it does not.
 
@@ -155,7 +163,16 @@ def plot_confusion_matrix(labels, predicted, class_names: Sequence[str], normali
     shown = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1) if normalize else matrix
     size = 1.2 + 0.9 * len(class_names)
     fig, ax = plt.subplots(figsize=(size + 1, size))
-    sns.heatmap(shown, annot=True, fmt=".2f" if normalize else "d", cmap="Blues", cbar=False, xticklabels=class_names, yticklabels=class_names, ax=ax)
+    sns.heatmap(
+        shown,
+        annot=True,
+        fmt=".2f" if normalize else "d",
+        cmap="Blues",
+        cbar=False,
+        xticklabels=class_names,
+        yticklabels=class_names,
+        ax=ax,
+    )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title("Confusion matrix")

@@ -24,7 +24,9 @@ DEFAULT_DATA = Path(__file__).resolve().parent / "sample_data" / "cats_and_dogs_
 def main(argv: list[str] | None = None) -> int:
     """Run the quick start; returns the process exit status."""
     parser = argparse.ArgumentParser(prog="python -m tlhelpers.quickstart", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder with train/ and validation/ class folders, or a dataset name")
+    parser.add_argument(
+        "--data", default=str(DEFAULT_DATA), help="folder with train/ and validation/ class folders, or a dataset name"
+    )
     parser.add_argument("--out", default="outputs", help="folder for predictions.png and model.keras")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--image-size", type=int, default=160)
@@ -35,11 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
+    import keras
     import numpy as np
 
     import tlhelpers as tl
-
-    import keras
     from tlhelpers.data import resolve_image_dir
 
     start = time.perf_counter()
@@ -55,12 +56,13 @@ def main(argv: list[str] | None = None) -> int:
 
     train = tl.extract_features(base, data / "train", progress=False)
     val = tl.extract_features(base, data / "validation", progress=False)
-    print(f"Features: {len(train.files)} training and {len(val.files)} validation images "
-          f"({'from cache' if train.from_cache else f'{train.seconds:.1f} s'})")
+    print(
+        f"Features: {len(train.files)} training and {len(val.files)} validation images "
+        f"({'from cache' if train.from_cache else f'{train.seconds:.1f} s'})"
+    )
 
     head, history = tl.train_head(train, val, epochs=args.epochs, seed=args.seed)
-    print(f"Head trained for {args.epochs} epochs: validation accuracy "
-          f"{history.history['val_accuracy'][-1]:.3f} on features")
+    print(f"Head trained for {args.epochs} epochs: validation accuracy {history.history['val_accuracy'][-1]:.3f} on features")
 
     model = tl.build_classifier(base, len(train.class_names), head=head)
     val_ds = tl.load_image_dataset(data / "validation", image_size=size, shuffle=False, class_names=train.class_names)

@@ -29,7 +29,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 _REPO_LINE = re.compile(r'^Repository = "([^"]+)"$', re.M)
 _BADGE = re.compile(r"https://colab\.research\.google\.com/github/[^)\s]+?/notebooks/([0-9]{2}_[\w-]+\.ipynb)")
 
-INSTALL_CELL = '''\
+INSTALL_CELL = """\
 # Google Colab only (this cell does nothing elsewhere): install tlhelpers at the release
 # this notebook was written for. Colab already has TensorFlow and Keras; nothing of
 # theirs is replaced. For speed pick a GPU: Runtime > Change runtime type > T4 GPU.
@@ -47,7 +47,7 @@ if IN_COLAB and importlib.util.find_spec("tensorflow") is None:
           "Change runtime type > CPU or T4 GPU, then run the notebook again.")
 elif IN_COLAB:
     TLHELPERS = os.environ.get("TLHELPERS_SOURCE", "git+{repository}@{tag}")
-    get_ipython().run_line_magic("pip", f"install tlhelpers@{{TLHELPERS}}")'''
+    get_ipython().run_line_magic("pip", f"install tlhelpers@{{TLHELPERS}}")"""
 
 
 def settings() -> tuple[str, str]:
