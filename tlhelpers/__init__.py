@@ -8,7 +8,8 @@ Modules (each has one job): ``core`` (paths, hashing, atomic writes), ``kit`` (t
 offline kit), ``datasets`` (named datasets), ``data`` (checking image folders and
 ``tf.data`` pipelines), ``models`` (bases, heads, unfreezing), ``folding``
 (BatchNorm folded into convolutions), ``hub`` (TF Hub models as Keras layers),
-``features`` (cached features), ``callbacks``, ``plots``, ``runtime`` (seeding and
+``features`` (cached features), ``activations`` (fine-tuning on cached
+activations), ``callbacks``, ``plots``, ``runtime`` (seeding and
 timing).
 """
 
@@ -20,6 +21,7 @@ __version__ = "0.2.0"
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
+    "ActivationCache": "activations",
     "CollectBatchStats": "callbacks",
     "EpochSummary": "callbacks",
     "early_stopping": "callbacks",
@@ -52,6 +54,7 @@ _EXPORTS = {
     "set_seed": "runtime",
 }
 _SUBMODULES = {
+    "activations",
     "callbacks",
     "core",
     "data",

@@ -1,0 +1,236 @@
+"""Fine-tuning on cached activations: run the frozen bottom of the base once.
+
+When fine-tuning from layer ``fine_tune_at`` with BatchNorm in inference mode, every
+layer below the cut is a fixed function of the input image, yet the classic recipe
+recomputes it for every image on every epoch — most of the network's work at the
+highest resolutions. :class:`ActivationCache` splits the base at a cut at or below
+``fine_tune_at`` (where the fewest values cross it: MobileNetV2's residual
+connections can make several tensors cross a cut, so the cut moves down to the
+nearest narrow block boundary, and the few frozen layers in between stay in the
+top), computes the tensors that cross it once per image (plus ``k`` augmented
+passes, as :func:`tlhelpers.extract_features` does), stores them compactly, and
+gives a model from those tensors to class probabilities that shares its layers with
+the full classifier. Training it trains the classifier: the tuned top is already in
+the full model, which predicts the same (to float rounding) and saves as usual.
+
+What is given up: augmentation is limited to the ``k`` cached variations of each
+image instead of a fresh one every epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._quiet import import_tensorflow_quietly
+
+import_tensorflow_quietly()
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from .data import check_split_arguments, images_dataset, resolve_image_dir, scan_image_tree, split_files  # noqa: E402
+from .folding import fold_batchnorm  # noqa: E402
+from .models import network_of, preprocessing_layer  # noqa: E402
+
+
+@dataclass
+class ActivationSet:
+    """The cached tensors crossing the cut, for the images of a folder, in file order.
+
+    Attributes:
+        inputs: one array per tensor crossing the cut, ``(n * (1 + passes), ...)``: the
+            un-augmented images first, then each augmented pass.
+        labels: ``(n * (1 + passes),)`` class indices matching ``inputs``.
+        class_names: the class names the labels index.
+        files: the image files (the un-augmented rows' order).
+        passes: how many augmented passes follow the un-augmented rows.
+        seconds: the time the extraction took.
+    """
+
+    inputs: list[np.ndarray]
+    labels: np.ndarray
+    class_names: list[str]
+    files: list[str]
+    passes: int
+    seconds: float
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the cached tensors take in memory."""
+        return sum(a.nbytes for a in self.inputs)
+
+    def dataset(self, batch_size: int = 32, shuffle: bool = False, seed: int | None = None) -> tf.data.Dataset:
+        """A ``tf.data.Dataset`` of ``(tensors, labels)`` batches for ``fit``/``evaluate``
+        (float32 tensors; shuffled every epoch when ``shuffle``)."""
+        ds = tf.data.Dataset.from_tensor_slices((tuple(self.inputs), self.labels))
+        if shuffle:
+            ds = ds.shuffle(len(self.labels), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size).map(
+            lambda x, y: (tuple(tf.cast(t, tf.float32) for t in x), y), num_parallel_calls=tf.data.AUTOTUNE
+        )
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _producers(base: keras.Model) -> dict[int, int]:
+    """Maps each layer's output tensor (by id) to the index of the layer that makes it."""
+    out = {}
+    for index, layer in enumerate(base.layers):
+        for node in layer._inbound_nodes:
+            for tensor in keras.tree.flatten(node.output_tensors):
+                out[id(tensor)] = index
+    return out
+
+
+def crossing_tensors(base: keras.Model, cut: int) -> list:
+    """The tensors made by layers before ``cut`` and read by layers from ``cut`` on (or
+    returned by the base): what the top needs from the bottom."""
+    producers = _producers(base)
+    crossing, seen = [], set()
+    readers = [(layer, node) for layer in base.layers[cut:] for node in layer._inbound_nodes]
+    tensors = [t for _, node in readers for t in keras.tree.flatten(node.input_tensors)]
+    tensors += keras.tree.flatten(base.outputs)
+    for tensor in tensors:
+        index = producers.get(id(tensor))
+        if index is not None and index < cut and id(tensor) not in seen:
+            seen.add(id(tensor))
+            crossing.append(tensor)
+    return crossing
+
+
+def best_cut(base: keras.Model, fine_tune_at: int) -> int:
+    """The cut at or below ``fine_tune_at`` (above the input layer) with the fewest values
+    crossing it per image; among equals, the highest (least recomputation)."""
+    if not 1 <= fine_tune_at < len(base.layers):
+        raise ValueError(f"fine_tune_at must be between 1 and {len(base.layers) - 1}, got {fine_tune_at}.")
+    best, best_size = fine_tune_at, math.inf
+    for cut in range(fine_tune_at, 0, -1):
+        size = sum(math.prod(int(d) for d in t.shape[1:]) for t in crossing_tensors(base, cut))
+        if size < best_size:
+            best, best_size = cut, size
+    return best
+
+
+def _find_base(model: keras.Model) -> keras.Model:
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model) and len(layer.layers) > 20]
+    if len(nested) != 1:
+        raise ValueError("Pass base=: the classifier should hold exactly one nested base model (as tl.build_classifier makes).")
+    return nested[0]
+
+
+class ActivationCache:
+    """Fine-tune the top of a classifier's base on cached activations.
+
+    Args:
+        model: a classifier from :func:`tlhelpers.build_classifier` (images -> optional
+            augmentation -> preprocessing -> base -> ``pool`` -> ``head``).
+        fine_tune_at: the first layer of the base to train; layers below it must be
+            frozen and BatchNorm layers frozen (:func:`tlhelpers.unfreeze` does both).
+        base: the base inside ``model`` (found automatically when there is one).
+        dtype: how the activations are stored (``"float16"`` halves the memory).
+
+    Attributes:
+        cut: the base's layer index where the cache is taken (at or below ``fine_tune_at``).
+        model: the trainable model from cached activations to class probabilities; its
+            layers are the classifier's own, so training it fine-tunes the classifier.
+    """
+
+    def __init__(self, model: keras.Model, fine_tune_at: int, base: keras.Model | None = None, dtype: str = "float16"):
+        self.classifier = model
+        self.base = base if base is not None else _find_base(model)
+        frozen = [layer.name for layer in self.base.layers[:fine_tune_at] if layer.trainable_weights]
+        if frozen:
+            raise ValueError(
+                f"Layers below fine_tune_at={fine_tune_at} must be frozen for their output to be cached, "
+                f"but {frozen[:3]} train: call tl.unfreeze(base, {fine_tune_at}) first."
+            )
+        self.network = network_of(self.base)
+        self.cut = best_cut(self.base, fine_tune_at)
+        self.dtype = dtype
+        crossing = crossing_tensors(self.base, self.cut)
+        self._bottom = keras.Model(self.base.inputs, crossing, name="bottom")
+        top = keras.Model(crossing, self.base.outputs[0], name="top")
+        pooled = model.get_layer("pool")(top.output)
+        self.model = keras.Model(top.inputs, model.get_layer("head")(pooled), name=f"{model.name}_on_activations")
+        self._folded = None
+
+    def _step(self, augmentation=None):
+        """A compiled function from a batch of images to the cut's tensors."""
+        if self._folded is None:
+            self._folded = fold_batchnorm(self._bottom)  # frozen: the same tensors, faster
+        preprocess, bottom = preprocessing_layer(self.network), self._folded
+
+        @tf.function(reduce_retracing=True)
+        @tf.autograph.experimental.do_not_convert  # plain Python control flow only
+        def step(images):
+            if augmentation is not None:
+                images = augmentation(images, training=True)
+            out = bottom(preprocess(images), training=False)
+            return out if isinstance(out, (list, tuple)) else [out]
+
+        return step
+
+    def extract(
+        self,
+        directory,
+        augmentation: keras.layers.Layer | None = None,
+        augment_passes: int = 0,
+        seed: int | None = 0,
+        batch_size: int = 32,
+        validation_split: float | None = None,
+        subset: str | None = None,
+    ) -> ActivationSet:
+        """The cut's tensors for every usable image of a folder-per-class tree.
+
+        Args:
+            directory: the image folder (or a named dataset split).
+            augmentation: applied to the images of the augmented passes.
+            augment_passes: how many augmented copies of each image to cache.
+            seed: seeds the augmented passes (and the split).
+            batch_size: images per batch through the bottom.
+            validation_split, subset: as in :func:`tlhelpers.load_image_dataset`.
+
+        Returns:
+            An :class:`ActivationSet` (its ``dataset()`` feeds ``self.model.fit``).
+        """
+        if augment_passes and augmentation is None:
+            raise ValueError("augment_passes needs an augmentation layer, e.g. tlhelpers.augmentation_layers().")
+        start = time.perf_counter()
+        check_split_arguments(validation_split, subset, seed, allow_both=False)
+        report = scan_image_tree(resolve_image_dir(directory))
+        chosen = split_files(list(zip(report.files, report.labels)), validation_split, seed)[subset]
+        files = [f for f, _ in chosen]
+        labels = np.asarray([label for _, label in chosen], "int32")
+        images = images_dataset(files, None, image_size=tuple(self.base.input_shape[1:3]), batch_size=batch_size, cache=False)
+        passes = [self._run(self._step(), images)]
+        if augment_passes:
+            keras.utils.set_random_seed(seed if seed is not None else 0)
+            augmented = self._step(augmentation)
+            passes += [self._run(augmented, images) for _ in range(augment_passes)]
+        inputs = [np.concatenate([p[i] for p in passes]) for i in range(len(passes[0]))]
+        return ActivationSet(
+            inputs=inputs,
+            labels=np.tile(labels, 1 + augment_passes),
+            class_names=list(report.class_names),
+            files=[str(f) for f in files],
+            passes=augment_passes,
+            seconds=time.perf_counter() - start,
+        )
+
+    def _run(self, step, images) -> list[np.ndarray]:
+        chunks: list[list[np.ndarray]] = []
+        for batch in images:
+            outs = [np.asarray(o).astype(self.dtype) for o in step(batch)]
+            if not chunks:
+                chunks = [[] for _ in outs]
+            for chunk, out in zip(chunks, outs):
+                chunk.append(out)
+        if not chunks:
+            raise ValueError("There are no images to extract activations from (an empty subset?).")
+        return [np.concatenate(c) for c in chunks]
+
+
+__all__ = ["ActivationCache", "ActivationSet", "best_cut", "crossing_tensors"]
