@@ -240,3 +240,20 @@ def test_command_line_fails_with_one_error_line(tmp_path, dest, capsys):
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.startswith("error: ") and captured.err.count("\n") == 1
     assert "SHA256SUMS" in captured.err
+
+
+def test_the_kit_command_and_the_package_start_without_tensorflow():
+    """`python -m tlhelpers.kit` and `import tlhelpers` import neither TensorFlow nor Keras
+    (a fresh interpreter is the only way to see what an import pulls in)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, runpy\n"
+        "import tlhelpers, tlhelpers.kit, tlhelpers.core, tlhelpers.datasets\n"
+        "sys.argv = ['tlhelpers.kit', '--help']\n"
+        "try:\n    runpy.run_module('tlhelpers.kit', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]" and "install" in out
