@@ -228,8 +228,7 @@ def test_download_verifies_checksum_and_leaves_nothing_on_failure(server, tmp_pa
     www, url = server
     (www / "a.bin").write_bytes(b"payload")
     good = hashlib.sha256(b"payload").hexdigest()
-    dest = tmp_path / "dl" / "a.bin"
-    dest.parent.mkdir()
+    dest = _download_target(tmp_path, "a.bin")
     with pytest.raises(ValueError, match="checksum"):
         datasets.download_file(f"{url}/a.bin", dest, sha256="0" * 64)
     assert list(dest.parent.iterdir()) == []
@@ -242,10 +241,15 @@ def test_download_verifies_checksum_and_leaves_nothing_on_failure(server, tmp_pa
     assert datasets.download_file(f"{url}/a.bin", dest, size=7, sha256=good).read_bytes() == b"payload"
 
 
+def _download_target(tmp_path, name: str):
+    """A file path in a fresh, empty folder (so a test can check nothing was left behind)."""
+    (tmp_path / "dl").mkdir()
+    return tmp_path / "dl" / name
+
+
 def test_download_stops_reading_past_the_expected_size(server, tmp_path):
     _, url = server
-    dest = tmp_path / "dl" / "big.bin"
-    dest.parent.mkdir()
+    dest = _download_target(tmp_path, "big.bin")
     start = time.monotonic()
     with pytest.raises(ValueError, match="expected 100000 bytes, the server sent more"):
         datasets.download_file(f"{url}/endless", dest, size=100_000, deadline=30)
@@ -254,8 +258,7 @@ def test_download_stops_reading_past_the_expected_size(server, tmp_path):
 
 def test_download_gives_up_at_its_deadline_although_every_read_succeeds(server, tmp_path):
     _, url = server
-    dest = tmp_path / "dl" / "slow.bin"
-    dest.parent.mkdir()
+    dest = _download_target(tmp_path, "slow.bin")
     start = time.monotonic()
     with pytest.raises(TimeoutError, match=r"gave up after the 0.5 s deadline.*/trickle: \d+ of 1000 bytes received"):
         datasets.download_file(f"{url}/trickle", dest, size=1000, timeout=5, deadline=0.5)
@@ -264,8 +267,7 @@ def test_download_gives_up_at_its_deadline_although_every_read_succeeds(server, 
 
 def test_download_does_not_retry_a_client_error_but_retries_a_server_error(server, tmp_path):
     _, url = server
-    dest = tmp_path / "dl" / "a.bin"
-    dest.parent.mkdir()
+    dest = _download_target(tmp_path, "a.bin")
     start = time.monotonic()
     with pytest.raises(OSError, match=r"missing.bin: HTTP 404 File not found \(not retried"):
         datasets.download_file(f"{url}/missing.bin", dest, retries=3)
@@ -280,8 +282,7 @@ def test_download_falls_back_to_mirrors_and_reports_every_failure(server, tmp_pa
     (www / "a.bin").write_bytes(b"payload")
     (www / "bad.bin").write_bytes(b"payloaX")
     good = hashlib.sha256(b"payload").hexdigest()
-    dest = tmp_path / "dl" / "a.bin"
-    dest.parent.mkdir()
+    dest = _download_target(tmp_path, "a.bin")
     urls = [f"{url}/missing.bin", f"{url}/bad.bin", f"{url}/a.bin"]
     assert datasets.download_file(urls, dest, size=7, sha256=good).read_bytes() == b"payload"
     assert _QuietHandler.requests == ["/missing.bin", "/bad.bin", "/a.bin"]
