@@ -20,6 +20,7 @@ export TLHELPERS_QUICK=1
 export TLHELPERS_SOURCE="git+file://$PWD@$(git rev-parse HEAD)"   # what the install cell installs
 export PYTHONPATH="$PWD/.ci/colab_stub"                             # `import google.colab` succeeds
 export MPLBACKEND=Agg
+export PYDEVD_DISABLE_FILE_VALIDATION=1   # ipykernel 6.17 on Python 3.13 warns about frozen modules otherwise
 status=0
 for notebook in notebooks/[0-9][0-9]_*.ipynb; do
     alone=$(mktemp -d)
