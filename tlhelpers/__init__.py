@@ -9,13 +9,18 @@ offline kit), ``datasets`` (named datasets), ``data`` (checking image folders an
 ``tf.data`` pipelines), ``models`` (bases, heads, unfreezing), ``folding``
 (BatchNorm folded into convolutions), ``hub`` (TF Hub models as Keras layers),
 ``features`` (cached features), ``activations`` (fine-tuning on cached
-activations), ``callbacks``, ``plots``, ``runtime`` (seeding and
+activations), ``explain`` (Grad-CAM), ``export`` (LiteRT files), ``callbacks``, ``plots``,
+``runtime`` (seeding and
 timing).
 """
 
 from __future__ import annotations
 
 import importlib
+
+from ._quiet import quiet_tensorflow_logs
+
+quiet_tensorflow_logs()
 
 __version__ = "0.2.0"
 
@@ -26,12 +31,17 @@ _EXPORTS = {
     "EpochSummary": "callbacks",
     "early_stopping": "callbacks",
     "resumable_fit": "callbacks",
+    "grad_cam": "explain",
     "ImageTreeReport": "data",
     "images_dataset": "data",
     "load_image_dataset": "data",
     "scan_image_tree": "data",
     "DatasetUnavailableError": "datasets",
     "dataset_path": "datasets",
+    "ExportResult": "export",
+    "export_litert": "export",
+    "litert_interpreter": "export",
+    "litert_predict": "export",
     "FeatureSet": "features",
     "extract_features": "features",
     "train_head": "features",
@@ -59,6 +69,8 @@ _SUBMODULES = {
     "core",
     "data",
     "datasets",
+    "export",
+    "explain",
     "features",
     "folding",
     "hub",

@@ -36,17 +36,26 @@ def _stderr_silenced() -> Iterator[None]:
         os.close(devnull)
 
 
+def quiet_tensorflow_logs() -> None:
+    """Ask TensorFlow's C++ runtime for errors only, before it is imported.
+
+    ``import tlhelpers`` calls this (it costs nothing and imports nothing), so that a
+    notebook's own ``import keras`` after it stays free of start-up log lines too.
+    Skipped when ``TLHELPERS_TF_LOGS`` is set.
+    """
+    if not os.environ.get("TLHELPERS_TF_LOGS"):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
 def import_tensorflow_quietly() -> None:
     """Import TensorFlow and Keras with their start-up noise hidden.
 
     Does nothing visible if TensorFlow is already imported, or if the environment
     variable ``TLHELPERS_TF_LOGS`` is set to a non-empty value.
     """
-    if os.environ.get("TLHELPERS_TF_LOGS"):
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if "tensorflow" in sys.modules:
-        return
+    if "tensorflow" in sys.modules or os.environ.get("TLHELPERS_TF_LOGS"):
+        return  # (also keeps this a no-op when called while TensorFlow traces a graph)
+    quiet_tensorflow_logs()
     with _stderr_silenced():
         import keras  # noqa: F401
         import tensorflow as tf  # noqa: F401
