@@ -2,7 +2,9 @@
 
 ``import tlhelpers as tl`` is instant: each public name is loaded on first use, and
 the modules that need TensorFlow import it then, with its start-up log lines hidden.
-``python -m tlhelpers.kit`` never imports TensorFlow.
+``python -m tlhelpers.kit`` never imports TensorFlow. In a Jupyter kernel, where a
+notebook's own ``import keras`` would print those lines, ``import tlhelpers`` imports
+TensorFlow quietly at once.
 
 Modules (each has one job): ``core`` (paths, hashing, atomic writes), ``kit`` (the
 offline kit), ``datasets`` (named datasets), ``data`` (checking image folders and
@@ -17,10 +19,16 @@ timing).
 from __future__ import annotations
 
 import importlib
+import sys
 
-from ._quiet import quiet_tensorflow_logs
+from ._quiet import import_tensorflow_quietly, quiet_tensorflow_logs
 
 quiet_tensorflow_logs()
+if "ipykernel" in sys.modules:
+    # In a notebook TensorFlow is needed anyway, and its C++ start-up lines go to the
+    # process's stderr, which lands in the notebook whichever cell imports it first:
+    # import it now, with those lines hidden.
+    import_tensorflow_quietly()
 
 __version__ = "0.2.0"
 
