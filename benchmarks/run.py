@@ -165,9 +165,8 @@ def phase_fine_tune_cached(data: Path) -> dict:
     cached_at = time.perf_counter() - start
     cache.model.compile(keras.optimizers.RMSprop(1e-5), "sparse_categorical_crossentropy", metrics=["accuracy"])
     before = cache.model.evaluate(val.dataset(BATCH_SIZE), verbose=0)[1]
-    history = cache.model.fit(
-        train.dataset(BATCH_SIZE, shuffle=True, seed=SEED), validation_data=val.dataset(BATCH_SIZE), epochs=EPOCHS, verbose=0
-    )
+    batches, steps = train.training_dataset(BATCH_SIZE, seed=SEED)
+    history = cache.model.fit(batches, steps_per_epoch=steps, validation_data=val.dataset(BATCH_SIZE), epochs=EPOCHS, verbose=0)
     return {
         "seconds": time.perf_counter() - start,
         "cache_seconds": cached_at,

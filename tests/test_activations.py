@@ -44,7 +44,11 @@ def test_top_on_cache_equals_the_full_model_and_training_reaches_it(classifier, 
     assert not np.array_equal(train.inputs[0][:80], train.inputs[0][80:])  # the augmented pass differs
     before = {layer.name: [w.numpy().copy() for w in layer.weights] for layer in base.layers}
     cache.model.compile(keras.optimizers.RMSprop(1e-5), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    cache.model.fit(train.dataset(16, shuffle=True, seed=0), epochs=1, verbose=0)
+    ds, steps = train.training_dataset(16, seed=0)
+    assert steps == 5 and train.num_images == 80
+    seen = np.concatenate([y.numpy() for _, y in ds.take(2 * steps)])
+    assert len(seen) == 160 and sorted(seen[:80]) == sorted(train.labels[:80])  # one pass of the images per epoch
+    cache.model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
     moved = {
         n for n, ws in before.items() if any(not np.array_equal(w.numpy(), o) for w, o in zip(base.get_layer(n).weights, ws))
     }

@@ -63,16 +63,39 @@ class ActivationSet:
         """Bytes the cached tensors take in memory."""
         return sum(a.nbytes for a in self.inputs)
 
-    def dataset(self, batch_size: int = 32, shuffle: bool = False, seed: int | None = None) -> tf.data.Dataset:
-        """A ``tf.data.Dataset`` of ``(tensors, labels)`` batches for ``fit``/``evaluate``
-        (float32 tensors; shuffled every epoch when ``shuffle``)."""
-        ds = tf.data.Dataset.from_tensor_slices((tuple(self.inputs), self.labels))
-        if shuffle:
-            ds = ds.shuffle(len(self.labels), seed=seed, reshuffle_each_iteration=True)
-        ds = ds.batch(batch_size).map(
-            lambda x, y: (tuple(tf.cast(t, tf.float32) for t in x), y), num_parallel_calls=tf.data.AUTOTUNE
+    @property
+    def num_images(self) -> int:
+        """How many images (rows of one pass)."""
+        return len(self.labels) // (1 + self.passes)
+
+    def dataset(self, batch_size: int = 32) -> tf.data.Dataset:
+        """Every row once, in order, as ``(tensors, labels)`` batches: for ``evaluate``,
+        ``predict`` or ``validation_data``."""
+        return self._batches(tf.data.Dataset.range(len(self.labels)), batch_size)
+
+    def training_dataset(self, batch_size: int = 32, seed: int | None = None) -> tuple[tf.data.Dataset, int]:
+        """Endless shuffled batches, one pass of the images per epoch, cycling through the
+        un-augmented rows and each cached augmented pass.
+
+        Returns:
+            ``(dataset, steps_per_epoch)``: pass both to ``fit`` (``steps_per_epoch=``), so
+            that an epoch sees each image once, as with images on disk.
+        """
+        n, passes = self.num_images, 1 + self.passes
+        order = tf.data.Dataset.range(passes).repeat()
+        order = order.flat_map(
+            lambda p: tf.data.Dataset.from_tensor_slices(tf.random.shuffle(tf.range(n, dtype=tf.int64), seed=seed) + p * n)
         )
-        return ds.prefetch(tf.data.AUTOTUNE)
+        return self._batches(order, batch_size), math.ceil(n / batch_size)
+
+    def _batches(self, rows: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
+        tensors = [tf.constant(a) for a in self.inputs]
+        labels = tf.constant(self.labels)
+
+        def gather(index):
+            return tuple(tf.cast(tf.gather(t, index), tf.float32) for t in tensors), tf.gather(labels, index)
+
+        return rows.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def _producers(base: keras.Model) -> dict[int, int]:
@@ -194,7 +217,8 @@ class ActivationCache:
             validation_split, subset: as in :func:`tlhelpers.load_image_dataset`.
 
         Returns:
-            An :class:`ActivationSet` (its ``dataset()`` feeds ``self.model.fit``).
+            An :class:`ActivationSet` (its ``training_dataset()`` feeds ``self.model.fit``,
+            its ``dataset()`` ``evaluate`` and ``validation_data``).
         """
         if augment_passes and augmentation is None:
             raise ValueError("augment_passes needs an augmentation layer, e.g. tlhelpers.augmentation_layers().")
