@@ -66,6 +66,9 @@ def test_learning_curves_join_runs_and_mark_fine_tuning():
     lines = {line.get_label(): line for line in acc_ax.lines}
     assert list(lines["training accuracy"].get_ydata()) == [0.6, 0.7, 0.8, 0.9, 0.95]
     assert lines["fine-tuning starts"].get_xdata()[0] == pytest.approx(2.5)
+    fig.canvas.draw()
+    ticks = [t for t in loss_ax.get_xticks() if loss_ax.get_xlim()[0] <= t <= loss_ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)  # whole epochs only
     assert loss_ax.get_title() == "loss"
 
 

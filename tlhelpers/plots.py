@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import matplotlib
+import matplotlib.ticker
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -90,6 +91,7 @@ def plot_history(*histories, fine_tune_at: int | None = None, metric: str = "acc
         if fine_tune_at:
             ax.axvline(fine_tune_at + 0.5, color="gray", linestyle="--", label="fine-tuning starts")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # no "epoch 2.5"
         ax.set_title(key)
         ax.grid(alpha=0.3)
         ax.legend()
