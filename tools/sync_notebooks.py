@@ -47,7 +47,10 @@ if IN_COLAB and importlib.util.find_spec("tensorflow") is None:
           "Change runtime type > CPU or T4 GPU, then run the notebook again.")
 elif IN_COLAB:
     TLHELPERS = os.environ.get("TLHELPERS_SOURCE", "git+{repository}@{tag}")
-    get_ipython().run_line_magic("pip", f"install tlhelpers@{{TLHELPERS}}")"""
+    get_ipython().run_line_magic("pip", f"install tlhelpers{extras}@{{TLHELPERS}}")"""
+
+#: Optional extras a notebook's install cell adds (``pip install tlhelpers[extra]``).
+EXTRAS = {"07_deploy_litert_and_savedmodel.ipynb": "[litert]"}
 
 
 def settings() -> tuple[str, str]:
@@ -82,7 +85,7 @@ def sync(repository: str, tag: str, write: bool) -> list[str]:
         first_md = next(c for c in nb.cells if c.cell_type == "markdown")
         install = next(c for c in nb.cells if c.cell_type == "code")
         new_md = _badges(first_md.source, repository, tag)
-        new_install = INSTALL_CELL.format(repository=repository, tag=tag)
+        new_install = INSTALL_CELL.format(repository=repository, tag=tag, extras=EXTRAS.get(path.name, ""))
         if new_md != first_md.source or new_install != install.source:
             changed.append(f"notebooks/{path.name}")
             if write:
