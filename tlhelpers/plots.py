@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import matplotlib
-import matplotlib.ticker
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker
 import numpy as np  # noqa: E402
 
 RIGHT, WRONG = "#1a7f37", "#cf222e"
