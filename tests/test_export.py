@@ -56,7 +56,9 @@ def exported(classifier, data, tmp_path_factory):
     return {
         "none": export_litert(saved, folder / "float32.tflite", validation_data=validation),
         "dynamic": export_litert(saved, folder / "dynamic.tflite", quantization="dynamic", validation_data=validation),
-        "int8": export_litert(saved, folder / "int8.tflite", quantization="int8", representative_data=train, validation_data=validation),
+        "int8": export_litert(
+            saved, folder / "int8.tflite", quantization="int8", representative_data=train, validation_data=validation
+        ),
     }
 
 
@@ -87,13 +89,15 @@ def test_float32_file_gives_keras_answers(exported, classifier, data):
 def test_a_keras_model_is_exported_through_a_temporary_saved_model(out):
     """The route from a Keras model, end to end, on a small classifier (a 3-class softmax)."""
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((32, 32, 3)),
-        keras.layers.Rescaling(1 / 127.5, offset=-1),
-        keras.layers.Conv2D(8, 3, activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(3, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Rescaling(1 / 127.5, offset=-1),
+            keras.layers.Conv2D(8, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
     images = np.random.default_rng(0).uniform(0, 255, (10, 32, 32, 3)).astype("float32")
     result = export_litert(model, out / "small.tflite", validation_data=images)
     assert result.compared == 10 and result.top1_agreement == 1.0 and result.max_abs_diff < 1e-5
@@ -165,7 +169,9 @@ def test_models_that_are_not_classifiers_are_refused(classifier, out):
     logits = keras.Sequential([keras.Input((160, 160, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
     inputs = keras.Input((160, 160, 3))
     two_outputs = keras.Model(inputs, [model(inputs), features(inputs)])
-    sigmoid = keras.Sequential([keras.Input((160, 160, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(1, activation="sigmoid")])
+    sigmoid = keras.Sequential(
+        [keras.Input((160, 160, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(1, activation="sigmoid")]
+    )
     cases = [
         (base, r"returns shape \(None, 5, 5, 1280\).*base without its head"),
         (features, "not probabilities"),

@@ -22,6 +22,7 @@ writes is what ``tf.saved_model.load(folder).serve(images)``,
 ``keras.layers.TFSMLayer(folder, call_endpoint="serve")`` and TensorFlow Serving
 read (notebook 7), so no helper stands in for it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -123,7 +124,9 @@ def _check_classifier(name: str, input_shapes: list[tuple], output_shapes: list[
     """
     if len(input_shapes) != 1 or len(input_shapes[0]) != 4:
         shapes = ", ".join(map(str, input_shapes)) or "nothing"
-        raise ValueError(f"Model {name!r} takes {shapes}, not one batch of images (batch, height, width, channels)." + _NOT_A_CLASSIFIER)
+        raise ValueError(
+            f"Model {name!r} takes {shapes}, not one batch of images (batch, height, width, channels)." + _NOT_A_CLASSIFIER
+        )
     image_shape = tuple(input_shapes[0][1:])
     if any(d is None for d in image_shape):
         raise ValueError(
@@ -205,7 +208,9 @@ class _SavedModelSource:
         self._loaded = loaded  # keeps the signature's variables alive
         self.function = loaded.signatures.get("serving_default")
         if self.function is None:
-            raise ValueError(f"The SavedModel in {folder} has no 'serving_default' signature; write it with model.export(folder).")
+            raise ValueError(
+                f"The SavedModel in {folder} has no 'serving_default' signature; write it with model.export(folder)."
+            )
         args, kwargs = self.function.structured_input_signature
         specs = dict(kwargs) or {f"input_{i}": spec for i, spec in enumerate(args)}
         self.input_name = next(iter(specs)) if kwargs else None
@@ -236,7 +241,9 @@ def _source(model) -> _KerasSource | _SavedModelSource:
     if isinstance(model, (str, os.PathLike)):
         folder = Path(model)
         if not folder.is_dir():
-            raise ValueError(f"There is no SavedModel folder at {folder}. Pass a Keras model, or a folder written by model.export(folder).")
+            raise ValueError(
+                f"There is no SavedModel folder at {folder}. Pass a Keras model, or a folder written by model.export(folder)."
+            )
         return _SavedModelSource(folder)
     raise TypeError(f"export_litert takes a keras.Model or a SavedModel folder, got {type(model).__name__}.")
 
@@ -256,7 +263,10 @@ def _batches(data, what: str, image_shape=None, batch_size: int = 32) -> Iterato
             images = images[None]
         if labels is not None and len(labels) != len(images):
             raise ValueError(f"The {what} has {len(images)} images but {len(labels)} labels.")
-        source = ((images[i : i + batch_size], None if labels is None else labels[i : i + batch_size]) for i in range(0, len(images), batch_size))
+        source = (
+            (images[i : i + batch_size], None if labels is None else labels[i : i + batch_size])
+            for i in range(0, len(images), batch_size)
+        )
     pending_x, pending_y = [], []
     for element in source:
         x, y = (element[0], element[1] if len(element) > 1 else None) if isinstance(element, (tuple, list)) else (element, None)
@@ -265,7 +275,9 @@ def _batches(data, what: str, image_shape=None, batch_size: int = 32) -> Iterato
             x = x[None]
             y = None if y is None else np.asarray(y)[None]
         if x.ndim != 4:
-            raise ValueError(f"The {what} must be images shaped (height, width, channels), in batches or not; got shape {x.shape}.")
+            raise ValueError(
+                f"The {what} must be images shaped (height, width, channels), in batches or not; got shape {x.shape}."
+            )
         if image_shape is not None and tuple(x.shape[1:]) != tuple(image_shape):
             raise ValueError(
                 f"The {what} are {tuple(x.shape[1:])} images but the model takes {tuple(image_shape)}: "
@@ -409,12 +421,16 @@ def export_litert(
             "the model to set the range of every activation. Without data, use quantization='dynamic'."
         )
     if quantization != "int8" and representative_data is not None:
-        raise ValueError(f"representative_data calibrates quantization='int8' only; quantization={quantization!r} does not use it.")
+        raise ValueError(
+            f"representative_data calibrates quantization='int8' only; quantization={quantization!r} does not use it."
+        )
     if not isinstance(calibration_samples, int) or calibration_samples < 1:
         raise ValueError(f"calibration_samples must be a positive integer, got {calibration_samples!r}.")
     path = _check_path(path)
     source = _source(model)
-    calibration = _calibration_images(representative_data, source.image_shape, calibration_samples) if quantization == "int8" else None
+    calibration = (
+        _calibration_images(representative_data, source.image_shape, calibration_samples) if quantization == "int8" else None
+    )
 
     with source.saved_model() as folder:
         flatbuffer = _convert(folder, quantization, calibration)
@@ -497,7 +513,9 @@ class _Runner:
         it, inp = self.interpreter, self.input
         expected = tuple(inp["shape_signature"][1:])
         if len(expected) != images.ndim - 1 or any(e not in (-1, d) for e, d in zip(expected, images.shape[1:])):
-            raise ValueError(f"The file takes images shaped {tuple(int(d) for d in inp['shape'][1:])}; got {tuple(images.shape[1:])}.")
+            raise ValueError(
+                f"The file takes images shaped {tuple(int(d) for d in inp['shape'][1:])}; got {tuple(images.shape[1:])}."
+            )
         if self.shape != images.shape:
             it.resize_tensor_input(inp["index"], list(images.shape))
             it.allocate_tensors()
