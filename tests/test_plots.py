@@ -44,7 +44,8 @@ def test_prediction_grid_marks_right_green_and_wrong_red(batch):
     assert len(axes) == 30 and len(fig.axes) == 30  # 6 x 5
     colours = [mcolors.to_hex(ax.title.get_color()) for ax in axes]
     assert colours[:3] == [plots.WRONG] * 3 and set(colours[3:]) == {plots.RIGHT}
-    assert axes[0].get_title() == f"{NAMES[1 - labels[0]]} 90%"
+    assert axes[0].get_title() == f"{NAMES[1 - labels[0]]} 90% ({NAMES[labels[0]]})"  # a mistake names the truth
+    assert axes[3].get_title() == f"{NAMES[labels[3]]} 90%"
 
 
 def test_prediction_grid_without_labels_is_neutral(batch):

@@ -128,7 +128,8 @@ def plot_predictions(
     title: str = "Model predictions",
 ):
     """A grid of predictions: each title is the predicted class and its confidence,
-    green when it matches the true label and red when it does not.
+    green when it matches the true label; red when it does not, with the true class
+    in brackets (``"dogs 97% (cats)"``).
 
     Args:
         images: the batch of images.
@@ -136,6 +137,9 @@ def plot_predictions(
         class_names: the class names, in label order.
         labels: the true labels, to colour the titles; black titles without them.
         rows, cols: the grid (6 x 5 by default).
+
+    Returns:
+        The matplotlib figure.
     """
     images, probabilities = np.asarray(images), np.asarray(probabilities)
     predicted = probabilities.argmax(axis=-1)
@@ -143,9 +147,15 @@ def plot_predictions(
     fig, axes = _grid(n, rows, cols, size)
     for i, ax in zip(range(n), axes):
         ax.imshow(_to_display(images[i]))
-        color = "black" if labels is None else (RIGHT if predicted[i] == _as_index(labels[i]) else WRONG)
-        ax.set_title(f"{class_names[predicted[i]]} {probabilities[i, predicted[i]]:.0%}", color=color, fontsize=10)
-    fig.suptitle(title + ("" if labels is None else " (green: right, red: wrong)"))
+        text = f"{class_names[predicted[i]]} {probabilities[i, predicted[i]]:.0%}"
+        color = "black"
+        if labels is not None:
+            truth = _as_index(labels[i])
+            color = RIGHT if predicted[i] == truth else WRONG
+            if predicted[i] != truth:  # a long title goes on two lines rather than over its neighbour
+                text += ("\n" if len(text) + len(class_names[truth]) + 3 > size * 11 else " ") + f"({class_names[truth]})"
+        ax.set_title(text, color=color, fontsize=10)
+    fig.suptitle(title + ("" if labels is None else " (green: right; red: wrong, true class in brackets)"))
     fig.tight_layout()
     return fig
 
