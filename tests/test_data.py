@@ -243,7 +243,7 @@ def test_files_pillow_decodes_but_tensorflow_rejects_are_skipped_by_name(copy_tr
         assert sum(int(x.shape[0]) for x, _ in ds) == 8
 
 
-def test_scan_decodes_jpegs_at_every_scale_the_pipeline_may_use(copy_tree, isolated_home, monkeypatch):
+def test_scan_checks_jpegs_with_the_pipelines_own_decoder(copy_tree, isolated_home, monkeypatch):
     import tensorflow as tf
 
     tree = copy_tree(per_class=2)
@@ -252,7 +252,7 @@ def test_scan_decodes_jpegs_at_every_scale_the_pipeline_may_use(copy_tree, isola
     decode = tldata._decode
 
     def fails_at_one_eighth(data, is_jpeg, ratio=1):
-        if is_jpeg and ratio == 8:  # as if libjpeg failed on these files at 1/8 scale only
+        if is_jpeg and ratio == 8:  # as if libjpeg failed on these files at 1/8 scale
             return tf.io.decode_jpeg(tf.constant(b"broken"), channels=3)
         return decode(data, is_jpeg, ratio)
 

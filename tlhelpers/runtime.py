@@ -15,18 +15,21 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 
-def images_per_second(model: keras.Model, batch_size: int = 32, repeats: int = 5) -> float:
+def images_per_second(model: keras.Model, batch_size: int = 32, repeats: int = 5, warmup: int = 3) -> float:
     """How many images per second ``model`` processes in inference mode on this machine.
 
     Runs a compiled (graph-mode) forward pass on a random batch shaped like the
-    model's input: once to build the graph, then ``repeats`` timed times.
+    model's input: once to build the graph, ``warmup`` more times untimed (the first
+    runs of a new graph are slower while TensorFlow's CPU kernels set themselves up),
+    then ``repeats`` timed times.
 
     Returns:
         Images per second, from the median of the timed runs.
     """
     batch = tf.random.uniform([batch_size, *model.input_shape[1:]], 0, 255)
     run = tf.function(lambda x: model(x, training=False))
-    run(batch).numpy()
+    for _ in range(1 + warmup):
+        run(batch).numpy()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
