@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -57,5 +58,11 @@ def test_notebook_is_linked_colab_ready_and_clean(path):
             assert "application/vnd.jupyter.widget-view+json" not in out.get("data", {}), (
                 "a progress-bar widget was left in the outputs"
             )
+    assert path.stat().st_size <= 1_500_000, f"{path.name} is {path.stat().st_size / 1e6:.1f} MB: keep notebooks under 1.5 MB"
+    for cell in code:
+        assert not re.search(r"^\s*assert\b", cell.source, re.M), f"an assert in a lesson cell: {cell.source[:60]!r}"
+        printed = "".join(out.get("text", "") + out.get("data", {}).get("text/plain", "") for out in cell.outputs)
+        for noise in ("/root/", "/home/", "/work/", "/tmp/", "AutoGraph", "WARNING"):
+            assert noise not in printed, f"{noise!r} (a machine's path or log noise) in the outputs of: {cell.source[:60]!r}"
     # prose between the steps: at least one markdown cell for every two code cells
     assert sum(c.cell_type == "markdown" for c in nb.cells) * 2 >= len(code)
