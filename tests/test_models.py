@@ -115,12 +115,35 @@ def _small_input(network):
     return (75, 75, 3)
 
 
-@pytest.mark.slow
+def _one_network_per_family() -> list[str]:
+    """The smallest network of each keras.applications module (one preprocess_input each)."""
+    by_module: dict[str, list[str]] = {}
+    for network in tl.available_networks():
+        by_module.setdefault(getattr(keras.applications, network).__module__, []).append(network)
+    smallest = {"convnext": "ConvNeXtTiny", "efficientnet": "EfficientNetB0", "efficientnet_v2": "EfficientNetV2B0"}
+    smallest |= {"mobilenet_v3": "MobileNetV3Small", "nasnet": "NASNetMobile", "resnet": "ResNet50", "resnet_v2": "ResNet50V2"}
+    return [smallest.get(module.rsplit(".", 1)[-1], sorted(names)[0]) for module, names in sorted(by_module.items())]
+
+
 @pytest.mark.parametrize("network", tl.available_networks())
-def test_build_classifier_preprocesses_like_keras_for_every_network(network):
-    """A base built with keras.applications directly (random weights, small input):
-    build_classifier finds the network from the model's name and its pooled features
-    equal the reference pipeline, Keras' preprocess_input then the base."""
+def test_every_network_is_recognised_from_the_name_keras_gives_it(network):
+    """network_of() on a model named as the constructor names it by default (MobileNet and
+    MobileNetV2 compute their names from alpha and size: the built models below cover them)."""
+    import inspect
+
+    default = inspect.signature(getattr(keras.applications, network)).parameters["name"].default
+    if default is None:
+        pytest.skip(f"{network} names its model from its alpha and input size")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)], name=default)
+    assert tl.models.network_of(model) == network
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("network", _one_network_per_family())
+def test_build_classifier_preprocesses_like_keras_for_every_family(network):
+    """A base built with keras.applications directly (random weights, small input), one
+    network per family: build_classifier finds the network from the model's name and its
+    pooled features equal the reference pipeline, Keras' preprocess_input then the base."""
     import importlib
 
     keras.utils.set_random_seed(0)
