@@ -3,18 +3,14 @@
 # tensorflow-hub 0.16.1, numpy 2.1.3, ipykernel 6.17.1; nothing added by hand), tlhelpers
 # installed by each notebook's real install cell from this checkout's commit, and every
 # notebook run in quick mode from a temporary folder that holds only that notebook.
+# The environment comes from .ci/colab_env.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 
-PY313="${COLAB_PYTHON:-$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")/versions/3.13.0/bin/python3.13}"
-rm -rf .venv-colab
-"$PY313" -m venv .venv-colab
-.venv-colab/bin/python -m pip install --quiet --upgrade pip
-.venv-colab/bin/python -m pip install --quiet tensorflow==2.20.0 keras==3.13.2 tensorflow-hub==0.16.1 numpy==2.1.3 \
-    ipykernel==6.17.1 matplotlib seaborn pillow tqdm kagglehub "nbval>=0.11" "pytest>=8"
-.venv-colab/bin/python -c "import sys, tensorflow as tf, keras; print('Colab leg: Python', sys.version.split()[0], '| TensorFlow', tf.__version__, '| Keras', keras.__version__)" 2>/dev/null
-echo "Colab environment ready in $(( $(date +%s) - start )) s"
+if [ ! -f .venv-colab/.ready ]; then   # .ci/run builds it in the background; alone, this script builds it
+    bash .ci/colab_env.sh
+fi
 
 export TLHELPERS_QUICK=1
 export TLHELPERS_SOURCE="git+file://$PWD@$(git rev-parse HEAD)"   # what the install cell installs

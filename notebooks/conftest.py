@@ -1,5 +1,6 @@
-"""nbval runs every notebook in quick mode: the bundled sample or a small slice of
-the kit's data, and a couple of epochs. The notebooks' kernels inherit this variable.
+"""``python -m pytest notebooks``: nbval runs every notebook in quick mode (the bundled
+sample or a small slice of the kit's data, and a couple of epochs). The notebooks'
+kernels inherit this variable.
 
 At the end of the run, a short table gives each notebook's time (kernel start and
 every cell), the figure to watch against the two-minute budget per notebook.
