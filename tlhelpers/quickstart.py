@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
+    from tlhelpers._quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # before keras: TensorFlow's start-up lines stay off the terminal
     import keras
     import numpy as np
 
