@@ -50,6 +50,7 @@ def test_notebook_is_linked_colab_ready_and_clean(path):
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert "google.colab" in code[0].source
     assert any('os.environ.get("TLHELPERS_QUICK")' in c.source for c in code[:3])  # one parameters cell
+    assert any(re.search(r"^QUICK = False", c.source, re.M) for c in code[:3]), "QUICK: a learner's switch, off by default"
     assert all(c.execution_count for c in code), "committed notebooks carry the outputs of a full run"
     for cell in code:
         for out in cell.outputs:
