@@ -205,7 +205,7 @@ def test_a_damaged_jpeg_decodes_at_one_eighth_scale_exactly_when_it_decodes_at_e
     import tensorflow as tf
 
     files, _ = _write_fuzz_tree(tmp_path / "fuzz")
-    jpegs = [f.read_bytes() for f in files if f.read_bytes().startswith(b"\xff\xd8\xff")]
+    jpegs = [data for data in (f.read_bytes() for f in files) if data.startswith(b"\xff\xd8\xff")]
 
     def decodes(data: bytes, ratio: int) -> bool:
         try:
