@@ -20,6 +20,10 @@ same MobileNetV2 (alpha 1.0) base, the same head (dropout 0.2, softmax) and 10 e
 ``fine_tune``
     From the cached head: unfreeze the base from layer 100 (BatchNorm frozen), RMSprop
     1e-5, 10 more epochs on images with augmentation.
+``kernels``
+    TensorFlow's oneDNN CPU kernels off and on (``TF_ENABLE_ONEDNN_OPTS``, read when
+    TensorFlow is imported, so each setting runs in processes of its own, alternating):
+    the base and the folded base on tensors in memory, and fine-tuning from layer 100.
 ``throughput``
     Images per second through the frozen base on a first pass over the 3,000 JPEGs: a plain
     ``model.predict`` over ``image_dataset_from_directory`` against ``extract_features``
@@ -50,7 +54,11 @@ IMAGE_SIZE = (160, 160)
 BATCH_SIZE = 32
 EPOCHS = 10
 SEED = 42
-PHASES = ["throughput", "standard", "cached", "cached_augmented", "fine_tune", "fine_tune_cached"]
+PHASES = ["kernels", "throughput", "standard", "cached", "cached_augmented", "fine_tune", "fine_tune_cached"]
+#: Every phase runs on TensorFlow's oneDNN CPU kernels, the ones ``import tlhelpers`` asks
+#: for: plain-Keras phases included, so that each comparison measures a method, not the
+#: switch. The ``kernels`` phase measures the switch itself.
+ONEDNN = "1"
 CACHED_PASSES = 2  # augmented passes of the training images in the activation cache
 
 
@@ -310,6 +318,77 @@ def _bfloat16(base) -> dict:
     }
 
 
+def phase_kernel_probe(data: Path) -> dict:
+    """One setting of TF_ENABLE_ONEDNN_OPTS (the caller's): the base, the folded base and
+    fine-tuning from layer 100 on in-memory batches, in images per second."""
+    import keras
+    import numpy as np
+
+    import tlhelpers as tl
+    from tlhelpers import _cpu, features
+
+    base = _base()
+    base_only = tl.images_per_second(features.feature_model(base, "MobileNetV2", fold=False), BATCH_SIZE, repeats=10)
+    folded_only = tl.images_per_second(features.feature_model(base, "MobileNetV2", fold=True), BATCH_SIZE, repeats=10)
+    model = tl.build_classifier(base, 2)
+    tl.unfreeze(base, 100)
+    model.compile(keras.optimizers.RMSprop(1e-5), "sparse_categorical_crossentropy")
+    images = np.random.default_rng(SEED).uniform(0, 255, (BATCH_SIZE * 12, *IMAGE_SIZE, 3)).astype("float32")
+    labels = np.arange(len(images)) % 2
+    model.fit(images[: 2 * BATCH_SIZE], labels[: 2 * BATCH_SIZE], batch_size=BATCH_SIZE, verbose=0)  # trace, warm up
+    start = time.perf_counter()
+    model.fit(images, labels, batch_size=BATCH_SIZE, verbose=0)
+    return {
+        "onednn": _cpu.onednn_enabled(),
+        "base_alone_images_per_s": base_only,
+        "folded_base_alone_images_per_s": folded_only,
+        "fine_tune_images_per_s": len(images) / (time.perf_counter() - start),
+    }
+
+
+def phase_kernels(data: Path) -> dict:
+    """oneDNN off against on: two rounds, alternating, each setting in a fresh process."""
+    rounds = {"0": [], "1": []}
+    for _ in range(2):
+        for setting in rounds:
+            env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": setting}
+            proc = subprocess.run(
+                [sys.executable, __file__, "--phase", "kernel_probe", "--data", str(data)],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=True,
+            )
+            rounds[setting].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    out = {}
+    for setting, name in (("0", "off"), ("1", "on")):
+        out[name] = {k: statistics.median(r[k] for r in rounds[setting]) for k in rounds[setting][0] if k.endswith("_per_s")}
+        out[name]["onednn"] = all(r["onednn"] for r in rounds[setting])
+        out[name]["rounds"] = rounds[setting]
+    out["speedup"] = {k: out["on"][k] / out["off"][k] for k in out["on"] if k.endswith("_per_s")}
+    out["onednn_by_default"] = _onednn_by_default()
+    return out
+
+
+def _onednn_by_default() -> bool:
+    """Whether this machine's TensorFlow runs oneDNN with the variable unset and tlhelpers not imported."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    code = (
+        "import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'\n"
+        "import tensorflow\nfrom tensorflow.python.util import _pywrap_util_port as p\nprint(p.IsMklEnabled())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    return out.strip().splitlines()[-1] == "True"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), platform.processor())
+    except OSError:
+        return platform.processor()
+
+
 def run_phase(name: str, data: Path) -> dict:
     """Run one phase in this process and return its results with its peak memory."""
     result = globals()[f"phase_{name}"](data)
@@ -322,6 +401,7 @@ def _markdown(results: dict) -> str:
         results[k] for k in ("throughput", "standard", "cached", "cached_augmented", "fine_tune", "fine_tune_cached")
     )
     b = t["bfloat16"]
+    k = results.get("kernels")
     rows = [
         "| Recipe (10 epochs, 160×160, MobileNetV2 1.0) | Wall time | Speed-up | Validation accuracy | Peak memory |",
         "|---|---:|---:|---:|---:|",
@@ -344,12 +424,26 @@ def _markdown(results: dict) -> str:
         f"| speed-up per round, cold route | {', '.join(f'{x:.2f}×' for x in t['speedup_per_round'])} |",
         f"| the base in bfloat16 against float32 (this CPU {'has' if b['cpu_has_avx512_bf16'] or b['cpu_has_amx_bf16'] else 'has no'} bfloat16 instructions) | {b['bfloat16_images_per_s'] / b['float32_images_per_s']:.2f}× (features within {b['feature_relative_error']:.1%}) |",
     ]
+    if k:
+        rows += [
+            "",
+            f"| TensorFlow's oneDNN CPU kernels (images per second; median of 2 alternating rounds; on by default here: {'yes' if k['onednn_by_default'] else 'no'}) | off | on | on / off |",
+            "|---|---:|---:|---:|",
+            *(
+                f"| {label} | {k['off'][key]:.0f} | {k['on'][key]:.0f} | {k['speedup'][key]:.2f}× |"
+                for label, key in (
+                    ("the base alone, tensors in memory", "base_alone_images_per_s"),
+                    ("the folded base alone", "folded_base_alone_images_per_s"),
+                    ("fine-tuning from layer 100 (training steps)", "fine_tune_images_per_s"),
+                )
+            ),
+        ]
     return "\n".join(rows) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--phase", choices=PHASES, help="run one phase in this process (used internally)")
+    parser.add_argument("--phase", choices=[*PHASES, "kernel_probe"], help="run one phase in this process (used internally)")
     parser.add_argument("--data", help="the dataset folder (default: cats_and_dogs_filtered from the kit)")
     parser.add_argument("--out", default=str(HERE / "results.json"))
     parser.add_argument("--only", nargs="+", choices=PHASES, help="re-run these phases, keeping the others' results from --out")
@@ -368,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.only or PHASES:
         with tempfile.TemporaryDirectory() as home:  # cold caches for every phase
             env = {**os.environ, "TLHELPERS_HOME": home, "TFHUB_CACHE_DIR": str(tl.core.hub_cache_dir())}
+            env["TF_ENABLE_ONEDNN_OPTS"] = ONEDNN
             print(f"[{time.strftime('%H:%M:%S')}] {name} ...", flush=True)
             proc = subprocess.run(
                 [sys.executable, __file__, "--phase", name, "--data", str(data)], capture_output=True, text=True, env=env
@@ -380,6 +475,8 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
 
     results["machine"]["tensorflow"] = tf.__version__
+    results["machine"]["tf_enable_onednn_opts"] = ONEDNN
+    results["machine"]["cpu"] = _cpu_model()
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     table = _markdown(results)
     Path(args.out).with_suffix(".md").write_text(table)

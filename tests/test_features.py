@@ -161,3 +161,36 @@ def test_feature_subsets_match_the_dataset_split(base, copy_tree, isolated_home)
     assert not set(val_fs.files) & set(train_fs.files)
     labels = np.concatenate([y.numpy() for _, y in val_ds])
     assert val_fs.labels.tolist() == labels.tolist()
+
+
+def test_a_short_last_batch_is_padded_and_traced_once(base, copy_tree, isolated_home):
+    """8 images in batches of 3: the last batch (2 images) is padded, so the compiled step
+    is traced once, and every image's vector is what it is in one batch of 8."""
+    tree = copy_tree(per_class=4)
+    features._EXTRACTORS.clear()
+    in_threes = tl.extract_features(base, tree, batch_size=3, use_cache=False, progress=False)
+    (step,) = [v[1] for k, v in features._EXTRACTORS.items() if len(k) == 4]
+    assert step.experimental_get_tracing_count() == 1
+    whole = tl.extract_features(base, tree, batch_size=8, use_cache=False, progress=False)
+    assert in_threes.features.shape == whole.features.shape == (8, 1280)
+    np.testing.assert_allclose(in_threes.features, whole.features, rtol=1e-4, atol=1e-5)
+
+
+def test_pad_batch_pads_with_zeros_and_counts_the_real_images():
+    images = np.arange(2 * 2 * 2 * 3, dtype="float32").reshape(2, 2, 2, 3) + 1
+    padded, count = tl.pad_batch(images, 5)
+    assert count == 2 and tuple(padded.shape) == (5, 2, 2, 3)
+    np.testing.assert_array_equal(np.asarray(padded)[:2], images)
+    assert not np.asarray(padded)[2:].any()
+    full, count = tl.pad_batch(images, 2)
+    assert count == 2 and full is images
+
+
+def test_grouped_steps_train_the_head_exactly_as_single_steps(base, copy_tree, isolated_home):
+    """steps_per_execution only groups steps into one compiled call: the same updates."""
+    fs = tl.extract_features(base, copy_tree(per_class=20), progress=False)
+    single, h1 = tl.train_head(fs, fs, epochs=3, batch_size=4, seed=0, steps_per_execution=1)
+    grouped, h64 = tl.train_head(fs, fs, epochs=3, batch_size=4, seed=0)
+    np.testing.assert_allclose(h64.history["loss"], h1.history["loss"], rtol=1e-5)
+    for a, b in zip(grouped.get_weights(), single.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

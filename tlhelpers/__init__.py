@@ -21,9 +21,11 @@ from __future__ import annotations
 import importlib
 import sys
 
+from ._cpu import prefer_onednn
 from ._quiet import import_tensorflow_quietly, quiet_tensorflow_logs
 
 quiet_tensorflow_logs()
+prefer_onednn()  # TensorFlow's faster oneDNN CPU kernels, also on CPUs where they are off by default
 if "ipykernel" in sys.modules:
     # In a notebook TensorFlow is needed anyway, and its C++ start-up lines go to the
     # process's stderr, which lands in the notebook whichever cell imports it first:
@@ -43,6 +45,7 @@ _EXPORTS = {
     "ImageTreeReport": "data",
     "images_dataset": "data",
     "load_image_dataset": "data",
+    "pad_batch": "data",
     "scan_image_tree": "data",
     "DatasetUnavailableError": "datasets",
     "dataset_path": "datasets",

@@ -32,7 +32,7 @@ import_tensorflow_quietly()
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from .data import check_split_arguments, images_dataset, resolve_image_dir, scan_image_tree, split_files  # noqa: E402
+from .data import check_split_arguments, images_dataset, pad_batch, resolve_image_dir, scan_image_tree, split_files  # noqa: E402
 from .folding import fold_batchnorm  # noqa: E402
 from .models import network_of, preprocessing_layer  # noqa: E402
 
@@ -186,7 +186,7 @@ class ActivationCache:
             self._folded = fold_batchnorm(self._bottom)  # frozen: the same tensors, faster
         preprocess, bottom = preprocessing_layer(self.network), self._folded
 
-        @tf.function(reduce_retracing=True)
+        @tf.function  # one trace per batch size: _run pads the last batch to the others' size
         @tf.autograph.experimental.do_not_convert  # plain Python control flow only
         def step(images):
             if augmentation is not None:
@@ -229,11 +229,11 @@ class ActivationCache:
         files = [f for f, _ in chosen]
         labels = np.asarray([label for _, label in chosen], "int32")
         images = images_dataset(files, None, image_size=tuple(self.base.input_shape[1:3]), batch_size=batch_size, cache=False)
-        passes = [self._run(self._step(), images)]
+        passes = [self._run(self._step(), images, batch_size)]
         if augment_passes:
             keras.utils.set_random_seed(seed if seed is not None else 0)
             augmented = self._step(augmentation)
-            passes += [self._run(augmented, images) for _ in range(augment_passes)]
+            passes += [self._run(augmented, images, batch_size) for _ in range(augment_passes)]
         inputs = [np.concatenate([p[i] for p in passes]) for i in range(len(passes[0]))]
         return ActivationSet(
             inputs=inputs,
@@ -244,10 +244,11 @@ class ActivationCache:
             seconds=time.perf_counter() - start,
         )
 
-    def _run(self, step, images) -> list[np.ndarray]:
+    def _run(self, step, images, batch_size: int) -> list[np.ndarray]:
         chunks: list[list[np.ndarray]] = []
         for batch in images:
-            outs = [np.asarray(o).astype(self.dtype) for o in step(batch)]
+            padded, count = pad_batch(batch, batch_size)
+            outs = [np.asarray(o)[:count].astype(self.dtype) for o in step(padded)]
             if not chunks:
                 chunks = [[] for _ in outs]
             for chunk, out in zip(chunks, outs):

@@ -626,6 +626,25 @@ def images_dataset(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def pad_batch(images, batch_size: int):
+    """A batch padded with zeros to ``batch_size`` images, and how many of them are real.
+
+    A compiled (``tf.function``) step traces a new graph for every new batch shape, and
+    TensorFlow's CPU kernels set themselves up again for it; the last, shorter batch of
+    a folder costs both. Padding it keeps one shape for every call: run the step on the
+    padded batch and keep the first ``count`` rows of what it returns.
+
+    Returns:
+        ``(padded, count)``.
+    """
+    tf = _tensorflow()
+    count = int(images.shape[0])
+    if count >= batch_size:
+        return images, count
+    padding = tf.zeros([batch_size - count, *images.shape[1:]], images.dtype)
+    return tf.concat([images, padding], axis=0), count
+
+
 def _looks_like_jpeg(path: str) -> bool:
     """True when the file starts with the JPEG signature (its extension may lie)."""
     try:

@@ -34,11 +34,19 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from . import core  # noqa: E402
-from .data import check_class_names, check_split_arguments, images_dataset, resolve_image_dir, scan_image_tree, split_files  # noqa: E402
+from .data import (  # noqa: E402
+    check_class_names,
+    check_split_arguments,
+    images_dataset,
+    pad_batch,
+    resolve_image_dir,
+    scan_image_tree,
+    split_files,
+)
 from .folding import fold_batchnorm  # noqa: E402
 from .models import classifier_head, network_of, preprocessing_layer  # noqa: E402
 
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: the last batch of an augmented pass is padded (other random draws)
 
 
 @dataclass
@@ -197,7 +205,7 @@ def _extractor(base: keras.Model, network: str, digest: str, augmentation=None):
     if hit is not None and hit[2] is augmentation:
         return hit[1]
 
-    @tf.function(reduce_retracing=True)
+    @tf.function  # one trace per batch size: _run pads the last batch to the others' size
     def step(images):
         if augmentation is not None:
             images = augmentation(images, training=True)
@@ -207,14 +215,15 @@ def _extractor(base: keras.Model, network: str, digest: str, augmentation=None):
     return step
 
 
-def _run(step, dataset, total: int, desc: str, progress: bool) -> np.ndarray:
+def _run(step, dataset, total: int, desc: str, progress: bool, batch_size: int) -> np.ndarray:
     from tqdm.auto import tqdm
 
     out = []
     with tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False, mininterval=1.0) as bar:
         for images in dataset:
-            out.append(step(images).numpy())
-            bar.update(int(images.shape[0]))
+            padded, count = pad_batch(images, batch_size)
+            out.append(step(padded).numpy()[:count])
+            bar.update(count)
     if not out:
         raise ValueError("There are no images to extract features from (an empty subset?).")
     return np.concatenate(out).astype("float32")
@@ -274,14 +283,14 @@ def extract_features(
 
     start = time.perf_counter()
     plain = images_dataset(files, None, image_size=image_size, batch_size=batch_size, cache=False)
-    features = _run(_extractor(base, network, digest), plain, len(files), "features", progress)
+    features = _run(_extractor(base, network, digest), plain, len(files), "features", progress, batch_size)
     first_pass = time.perf_counter() - start
     passes = []
     if augment_passes:
         keras.utils.set_random_seed(seed if seed is not None else 0)
         step = _extractor(base, network, digest, augmentation)
         for i in range(augment_passes):
-            passes.append(_run(step, plain, len(files), f"augmented pass {i + 1}/{augment_passes}", progress))
+            passes.append(_run(step, plain, len(files), f"augmented pass {i + 1}/{augment_passes}", progress, batch_size))
     augmented = np.stack(passes) if passes else np.zeros((0, *features.shape), "float32")
     fs = FeatureSet(
         features=features,
@@ -308,8 +317,14 @@ def train_head(
     callbacks=None,
     verbose: int = 0,
     seed: int | None = None,
+    steps_per_execution: int = 64,
 ) -> tuple[keras.Model, keras.callbacks.History]:
     """Train :func:`tlhelpers.classifier_head` on cached features.
+
+    A head's training step is so small that Keras' per-step Python work is most of its
+    time; ``steps_per_execution`` runs that many steps in one compiled call (the same
+    updates, about a third less time for 2,000 vectors and 10 epochs). Batch-level
+    callbacks then see one call per group of steps; epoch-level ones are unaffected.
 
     Returns:
         ``(head, history)``: the trained head (put it on the base with
@@ -325,6 +340,7 @@ def train_head(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
+        steps_per_execution=steps_per_execution,
     )
     val = (validation.features, validation.labels) if validation is not None else None
     history = head.fit(

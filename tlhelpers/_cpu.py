@@ -1,0 +1,54 @@
+"""TensorFlow's oneDNN CPU kernels, asked for before TensorFlow is imported.
+
+On x86 CPUs TensorFlow has two sets of kernels for convolutions and matrix products:
+Eigen's, and Intel's oneDNN library. It turns oneDNN on by itself only on CPUs with
+the newer deep-learning instructions (AVX512_VNNI, AVX512_BF16, AMX); on the many
+CPUs without them (most AMD processors, Intel's before Cascade Lake, a good share of
+cloud and Colab machines) it runs Eigen's, unless the environment variable
+``TF_ENABLE_ONEDNN_OPTS=1`` is set *before* TensorFlow is imported. A notebook
+rarely does that. Measured on a 2-core AMD EPYC with AVX2 (TensorFlow 2.21): the
+folded MobileNetV2 1.0 base ran at 211 images/s with oneDNN against 121 without,
+and fine-tuning its top 54 layers at 100 images/s against 36 to 55
+(``benchmarks/README.md``).
+
+``import tlhelpers`` therefore sets ``TF_ENABLE_ONEDNN_OPTS=1`` when TensorFlow is not
+imported yet, the CPU is x86 and the variable is unset: a value the user set, ``0``
+included, is kept. oneDNN computes the same functions in a different order, so
+results differ from Eigen's by float32 rounding (TensorFlow says so at start-up).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+
+_X86 = {"x86_64", "amd64", "i386", "i686", "x86"}
+
+
+def prefer_onednn() -> bool:
+    """Ask TensorFlow for its oneDNN CPU kernels, if it is not imported yet.
+
+    Returns:
+        True when this call set ``TF_ENABLE_ONEDNN_OPTS=1``; False when TensorFlow was
+        already imported, the variable was already set, or the CPU is not x86 (where
+        TensorFlow's oneDNN build is not the default one).
+    """
+    if "tensorflow" in sys.modules or "TF_ENABLE_ONEDNN_OPTS" in os.environ:
+        return False
+    if platform.machine().lower() not in _X86:
+        return False
+    os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
+    return True
+
+
+def onednn_enabled() -> bool:
+    """Whether the TensorFlow imported in this process runs its oneDNN CPU kernels (imports TensorFlow)."""
+    from ._quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:  # a TensorFlow build that moved it: say what the variable asked for
+        return os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1"
+    return bool(_pywrap_util_port.IsMklEnabled())
