@@ -122,6 +122,34 @@ def test_int8_file_is_small_fully_quantized_and_as_accurate(exported):
     assert all(t["dtype"] in (np.int8, np.int32) for t in inner)  # int32: biases and reduction axes
 
 
+def _scale_bytes(path) -> int:
+    """Bytes a file spends on quantization scales (float32) and zero points (int64)."""
+    q = [t["quantization_parameters"] for t in litert_interpreter(path).get_tensor_details()]
+    return sum(4 * p["scales"].size + 8 * p["zero_points"].size for p in q)
+
+
+def test_one_scale_per_tensor_saves_the_per_channel_scales(exported, data, tmp_path):
+    """per_channel=False: no tensor keeps more than one scale, and the file is smaller by
+    about the bytes the per-channel scales and zero points took."""
+    train, images, labels = data
+    per_channel = exported["int8"]
+    result = export_litert(
+        exported["none"].path.parent / "saved_model",
+        tmp_path / "int8_per_tensor.tflite",
+        quantization="int8",
+        representative_data=train,
+        per_channel=False,
+    )
+    tensors = litert_interpreter(result.path).get_tensor_details()
+    several = [t for t in tensors if t["quantization_parameters"]["scales"].size > 1]
+    assert [tuple(t["shape"]) for t in several] == [(2, 1280)]  # only the head's dense weights: one scale per class
+    saved = per_channel.size_bytes - result.size_bytes
+    assert 0.9 * _scale_bytes(per_channel.path) < saved + _scale_bytes(result.path) < 1.1 * _scale_bytes(per_channel.path)
+    assert result.size_bytes <= 0.27 * exported["none"].size_bytes
+    with pytest.raises(ValueError, match="per_channel"):
+        export_litert(exported["none"].path.parent / "saved_model", tmp_path / "x.tflite", per_channel=False)
+
+
 def test_dynamic_range_file_is_small_and_as_accurate(exported):
     result, float32 = exported["dynamic"], exported["none"]
     assert result.size_bytes <= 0.30 * float32.size_bytes
