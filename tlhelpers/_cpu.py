@@ -6,10 +6,10 @@ the newer deep-learning instructions (AVX512_VNNI, AVX512_BF16, AMX); on the man
 CPUs without them (most AMD processors, Intel's before Cascade Lake, a good share of
 cloud and Colab machines) it runs Eigen's, unless the environment variable
 ``TF_ENABLE_ONEDNN_OPTS=1`` is set *before* TensorFlow is imported. A notebook
-rarely does that. Measured on a 2-core AMD EPYC with AVX2 (TensorFlow 2.21): the
-folded MobileNetV2 1.0 base ran at 211 images/s with oneDNN against 121 without,
-and fine-tuning its top 54 layers at 100 images/s against 36 to 55
-(``benchmarks/README.md``).
+rarely does that. Measured on a 2-core AMD EPYC with AVX2 (TensorFlow 2.21, the
+benchmark's ``kernels`` phase, images per second at 160x160): MobileNetV2 1.0 153
+against 92, with BatchNorm folded 272 against 94, and fine-tuning from layer 100 109
+against 36 (``benchmarks/README.md``).
 
 ``import tlhelpers`` therefore sets ``TF_ENABLE_ONEDNN_OPTS=1`` when TensorFlow is not
 imported yet, the CPU is x86 and the variable is unset: a value the user set, ``0``
