@@ -3,8 +3,8 @@
 On x86 CPUs TensorFlow has two sets of kernels for convolutions and matrix products:
 Eigen's, and Intel's oneDNN library. It turns oneDNN on by itself only on CPUs with
 the newer deep-learning instructions (AVX512_VNNI, AVX512_BF16, AMX); on the many
-CPUs without them (most AMD processors, Intel's before Cascade Lake, a good share of
-cloud and Colab machines) it runs Eigen's, unless the environment variable
+CPUs without them (most AMD processors, Intel's before Cascade Lake, many cloud
+machines) it runs Eigen's, unless the environment variable
 ``TF_ENABLE_ONEDNN_OPTS=1`` is set *before* TensorFlow is imported. A notebook
 rarely does that. Measured on a 2-core AMD EPYC with AVX2 (TensorFlow 2.21, the
 benchmark's ``kernels`` phase, images per second at 160x160): MobileNetV2 1.0 153

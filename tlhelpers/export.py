@@ -403,11 +403,11 @@ def export_litert(
         calibration_samples: how many representative images calibrate ``"int8"``
             (the first ones of a dataset, so shuffle it; evenly spaced ones of an array).
         per_channel: quantized convolution weights get one scale per output channel
-            (the default), or one per tensor with ``False`` (the classifier's final dense
-            layer keeps one per class). A LiteRT file
-            stores each scale in 4 bytes and its zero point in 8, for the weights and,
-            with ``"int8"``, again for the int32 biases: on MobileNetV2, whose depthwise
-            filters have 9 weights per channel, that is 0.4 MB of a 2.7 MB int8 file.
+            (the default), or one per tensor with ``False`` (the classifier's final
+            dense layer keeps one per class). A LiteRT file stores each scale in 4 bytes
+            and its zero point in 8, for the weights and, with ``"int8"``, again for the
+            int32 biases: on MobileNetV2, whose depthwise filters have 9 weights per
+            channel, that is 0.4 MB of a 2.7 MB int8 file.
             One scale per tensor saves it, but one range must then fit channels whose
             weights differ by orders of magnitude: the cats-vs-dogs classifier of
             notebook 7 fell from 97% to 70% (int8) and to 50% (dynamic range).
