@@ -238,12 +238,9 @@ def phase_throughput(data: Path) -> dict:
     baseline = statistics.median(r[0] for r in rounds)
     ours = statistics.median(r[1] for r in rounds)
     ours_checked = statistics.median(r[2] for r in rounds)
-    plain_model = features.feature_model(base, "MobileNetV2", fold=False)
 
     # 3. the base alone, graph mode, on tensors already in memory
-    folded_model = features.feature_model(base, "MobileNetV2", fold=True)
-    base_only = tl.images_per_second(plain_model, batch_size=BATCH_SIZE, repeats=10)
-    folded_only = tl.images_per_second(folded_model, batch_size=BATCH_SIZE, repeats=10)
+    base_only, folded_only, folded_model = _base_alone(base)
 
     # 4. the input pipeline alone, and the share of time the base waits for it
     pipeline = tl.images_dataset(files, None, image_size=IMAGE_SIZE, batch_size=BATCH_SIZE, cache=False)
@@ -286,6 +283,19 @@ def phase_throughput(data: Path) -> dict:
     }
 
 
+def _base_alone(base) -> tuple[float, float, object]:
+    """Images per second of the base and of the folded base on tensors in memory (graph
+    mode, batches of BATCH_SIZE), and the folded feature model itself."""
+    import tlhelpers as tl
+    from tlhelpers import features
+
+    plain_model = features.feature_model(base, "MobileNetV2", fold=False)
+    folded_model = features.feature_model(base, "MobileNetV2", fold=True)
+    base_only = tl.images_per_second(plain_model, batch_size=BATCH_SIZE, repeats=10)
+    folded_only = tl.images_per_second(folded_model, batch_size=BATCH_SIZE, repeats=10)
+    return base_only, folded_only, folded_model
+
+
 def _bfloat16(base) -> dict:
     """Whether this CPU has bfloat16 instructions, and what bfloat16 compute does to the
     base here: speed against float32, and how far its features move."""
@@ -295,11 +305,7 @@ def _bfloat16(base) -> dict:
 
     import tlhelpers as tl
 
-    flags = set()
-    try:
-        flags = {f for line in open("/proc/cpuinfo") if line.startswith("flags") for f in line.split()}
-    except OSError:
-        pass
+    flags = set(_cpuinfo("flags").split())
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
         twin = keras.applications.MobileNetV2(include_top=False, weights=None, alpha=1.0, input_shape=(*IMAGE_SIZE, 3))
@@ -325,11 +331,10 @@ def phase_kernel_probe(data: Path) -> dict:
     import numpy as np
 
     import tlhelpers as tl
-    from tlhelpers import _cpu, features
+    from tlhelpers import _cpu
 
     base = _base()
-    base_only = tl.images_per_second(features.feature_model(base, "MobileNetV2", fold=False), BATCH_SIZE, repeats=10)
-    folded_only = tl.images_per_second(features.feature_model(base, "MobileNetV2", fold=True), BATCH_SIZE, repeats=10)
+    base_only, folded_only, _ = _base_alone(base)
     model = tl.build_classifier(base, 2)
     tl.unfreeze(base, 100)
     model.compile(keras.optimizers.RMSprop(1e-5), "sparse_categorical_crossentropy")
@@ -351,15 +356,9 @@ def phase_kernels(data: Path) -> dict:
     rounds = {"0": [], "1": []}
     for _ in range(2):
         for setting in rounds:
-            env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": setting}
-            proc = subprocess.run(
-                [sys.executable, __file__, "--phase", "kernel_probe", "--data", str(data)],
-                capture_output=True,
-                text=True,
-                env=env,
-                check=True,
-            )
-            rounds[setting].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            proc = _in_own_process("kernel_probe", data, {**os.environ, "TF_ENABLE_ONEDNN_OPTS": setting})
+            proc.check_returncode()
+            rounds[setting].append(_result(proc))
     out = {}
     for setting, name in (("0", "off"), ("1", "on")):
         out[name] = {k: statistics.median(r[k] for r in rounds[setting]) for k in rounds[setting][0] if k.endswith("_per_s")}
@@ -373,20 +372,33 @@ def phase_kernels(data: Path) -> dict:
 def _onednn_by_default() -> bool:
     """Whether this machine's TensorFlow runs oneDNN with the variable unset and tlhelpers not imported."""
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
-    code = (
+    code = (  # TensorFlow imported before tlhelpers, so that tlhelpers leaves the variable unset
         "import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'\n"
-        "import tensorflow\nfrom tensorflow.python.util import _pywrap_util_port as p\nprint(p.IsMklEnabled())"
+        "import tensorflow\nfrom tlhelpers._cpu import onednn_enabled\nprint(onednn_enabled())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     return out.strip().splitlines()[-1] == "True"
 
 
-def _cpu_model() -> str:
+def _cpuinfo(field: str) -> str:
+    """The first processor's ``field`` in /proc/cpuinfo ("" where there is none)."""
     try:
         with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), platform.processor())
+            return next((line.split(":", 1)[1].strip() for line in f if line.split(":")[0].strip() == field), "")
     except OSError:
-        return platform.processor()
+        return ""
+
+
+def _in_own_process(name: str, data: Path, env: dict) -> subprocess.CompletedProcess:
+    """Run one phase in a fresh Python process with ``env``; its result is the JSON line
+    it prints last (see :func:`_result`)."""
+    return subprocess.run(
+        [sys.executable, __file__, "--phase", name, "--data", str(data)], capture_output=True, text=True, env=env
+    )
+
+
+def _result(proc: subprocess.CompletedProcess) -> dict:
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def run_phase(name: str, data: Path) -> dict:
@@ -464,19 +476,17 @@ def main(argv: list[str] | None = None) -> int:
             env = {**os.environ, "TLHELPERS_HOME": home, "TFHUB_CACHE_DIR": str(tl.core.hub_cache_dir())}
             env["TF_ENABLE_ONEDNN_OPTS"] = ONEDNN
             print(f"[{time.strftime('%H:%M:%S')}] {name} ...", flush=True)
-            proc = subprocess.run(
-                [sys.executable, __file__, "--phase", name, "--data", str(data)], capture_output=True, text=True, env=env
-            )
+            proc = _in_own_process(name, data, env)
             if proc.returncode:
                 print(proc.stderr[-3000:], file=sys.stderr)
                 return proc.returncode
-            results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+            results[name] = _result(proc)
             print(f"    {json.dumps(results[name])}", flush=True)
     import tensorflow as tf
 
     results["machine"]["tensorflow"] = tf.__version__
     results["machine"]["tf_enable_onednn_opts"] = ONEDNN
-    results["machine"]["cpu"] = _cpu_model()
+    results["machine"]["cpu"] = _cpuinfo("model name") or platform.processor()
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     table = _markdown(results)
     Path(args.out).with_suffix(".md").write_text(table)
