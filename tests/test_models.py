@@ -309,6 +309,48 @@ def test_folding_batchnorm_keeps_the_outputs_and_drops_the_layers(base160, alpha
     assert tl.folding.fold_batchnorm(dense) is dense  # nothing to fold
 
 
+def test_folding_finds_the_pairs_of_a_base_already_inside_a_classifier():
+    # Keras 3 gives every layer of a base a second node when a classifier calls it: the
+    # pairs must be read from the base's own graph, or nothing is folded
+    base = tl.get_base_model("MobileNetV2", alpha=0.35, input_shape=(96, 96, 3))
+    before = len(tl.folding.fold_batchnorm(base).layers)
+    tl.build_classifier(base, 2)
+    folded = tl.folding.fold_batchnorm(base)
+    assert len(folded.layers) == before
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
+
+
+def test_frozen_batchnorm_folded_for_training_gives_the_same_outputs_and_gradients():
+    base = tl.get_base_model("MobileNetV2", alpha=0.35, input_shape=(96, 96, 3))  # real BatchNorm statistics
+    tl.unfreeze(base, 100)
+    folding = tl.folding.fold_frozen_batchnorm(base)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folding.layers)
+    # the very same variables train, so training the folding model trains the base
+    assert [id(v) for v in folding.trainable_variables] == [id(v) for v in base.trainable_variables]
+    images, _ = sample_images(4)
+    x = keras.applications.mobilenet_v2.preprocess_input(keras.ops.image.resize(images, (96, 96)).numpy())
+
+    def outputs_and_gradients(model):
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            y = model(x, training=True)
+            loss = keras.ops.mean(keras.ops.square(y))
+        return y.numpy(), [g.numpy() for g in tape.gradient(loss, model.trainable_variables)]
+
+    y, grads = outputs_and_gradients(base)
+    y_folded, grads_folded = outputs_and_gradients(folding)
+    np.testing.assert_allclose(y_folded, y, atol=1e-4 * np.abs(y).max())
+    for g, g_folded in zip(grads, grads_folded):
+        np.testing.assert_allclose(g_folded, g, atol=1e-3 * np.abs(g).max() + 1e-9)
+    assert max(np.abs(g).max() for g in grads) > 0  # the gradients compared are not all zero
+    # a BatchNorm layer that trains is left alone; a model with no frozen one comes back as is
+    base.get_layer("Conv_1_bn").trainable = True
+    assert any(layer.name == "Conv_1_bn" for layer in tl.folding.fold_frozen_batchnorm(base).layers)
+    dense = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    assert tl.folding.fold_frozen_batchnorm(dense) is dense
+
+
 def test_augmentation_repeats_with_the_same_seed():
     images, _ = sample_images(4, size=(64, 64))
 

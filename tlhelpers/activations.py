@@ -9,9 +9,11 @@ connections can make several tensors cross a cut, so the cut moves down to the
 nearest narrow block boundary, and the few frozen layers in between stay in the
 top), computes the tensors that cross it once per image (plus ``k`` augmented
 passes, as :func:`tlhelpers.extract_features` does), stores them compactly, and
-gives a model from those tensors to class probabilities that shares its layers with
-the full classifier. Training it trains the classifier: the tuned top is already in
-the full model, which predicts the same (to float rounding) and saves as usual.
+gives a model from those tensors to class probabilities that trains the full
+classifier's own variables (BatchNorm, frozen, is computed inside the convolutions
+there too: fewer passes over the activations, the same gradients). Training it trains
+the classifier: the tuned top is already in the full model, which predicts the same
+(to float rounding) and saves as usual.
 
 What is given up: augmentation is limited to the ``k`` cached variations of each
 image instead of a fresh one every epoch.
@@ -33,7 +35,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from .data import check_split_arguments, images_dataset, pad_batch, resolve_image_dir, scan_image_tree, split_files  # noqa: E402
-from .folding import fold_batchnorm  # noqa: E402
+from .folding import fold_batchnorm, fold_frozen_batchnorm  # noqa: E402
 from .models import network_of, preprocessing_layer  # noqa: E402
 
 
@@ -157,8 +159,10 @@ class ActivationCache:
 
     Attributes:
         cut: the base's layer index where the cache is taken (at or below ``fine_tune_at``).
-        model: the trainable model from cached activations to class probabilities; its
-            layers are the classifier's own, so training it fine-tunes the classifier.
+        model: the trainable model from cached activations to class probabilities. It
+            trains the classifier's own variables (its frozen BatchNorm layers computed
+            inside the convolutions, :func:`tlhelpers.folding.fold_frozen_batchnorm`), so
+            training it fine-tunes the classifier; save the classifier, not this model.
     """
 
     def __init__(self, model: keras.Model, fine_tune_at: int, base: keras.Model | None = None, dtype: str = "float16"):
@@ -177,7 +181,10 @@ class ActivationCache:
         self._bottom = keras.Model(self.base.inputs, crossing, name="bottom")
         top = keras.Model(crossing, self.base.outputs[0], name="top")
         pooled = model.get_layer("pool")(top.output)
-        self.model = keras.Model(top.inputs, model.get_layer("head")(pooled), name=f"{model.name}_on_activations")
+        on_activations = keras.Model(top.inputs, model.get_layer("head")(pooled), name=f"{model.name}_on_activations")
+        # BatchNorm is frozen above the cut too: computing it inside the convolutions
+        # trains the same variables with fewer passes over the activations.
+        self.model = fold_frozen_batchnorm(on_activations)
         self._folded = None
 
     def _step(self, augmentation=None):
@@ -228,7 +235,9 @@ class ActivationCache:
         chosen = split_files(list(zip(report.files, report.labels)), validation_split, seed)[subset]
         files = [f for f, _ in chosen]
         labels = np.asarray([label for _, label in chosen], "int32")
-        images = images_dataset(files, None, image_size=tuple(self.base.input_shape[1:3]), batch_size=batch_size, cache=False)
+        size = tuple(self.base.input_shape[1:3])
+        # augmented passes read the decoded images again: keep them in memory where they fit
+        images = images_dataset(files, None, image_size=size, batch_size=batch_size, cache="auto" if augment_passes else False)
         passes = [self._run(self._step(), images, batch_size)]
         if augment_passes:
             keras.utils.set_random_seed(seed if seed is not None else 0)

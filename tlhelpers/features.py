@@ -282,7 +282,8 @@ def extract_features(
             return hit
 
     start = time.perf_counter()
-    plain = images_dataset(files, None, image_size=image_size, batch_size=batch_size, cache=False)
+    # augmented passes read the decoded images again: keep them in memory where they fit
+    plain = images_dataset(files, None, image_size=image_size, batch_size=batch_size, cache="auto" if augment_passes else False)
     features = _run(_extractor(base, network, digest), plain, len(files), "features", progress, batch_size)
     first_pass = time.perf_counter() - start
     passes = []
