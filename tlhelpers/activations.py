@@ -235,9 +235,7 @@ class ActivationCache:
         chosen = split_files(list(zip(report.files, report.labels)), validation_split, seed)[subset]
         files = [f for f, _ in chosen]
         labels = np.asarray([label for _, label in chosen], "int32")
-        size = tuple(self.base.input_shape[1:3])
-        # augmented passes read the decoded images again: keep them in memory where they fit
-        images = images_dataset(files, None, image_size=size, batch_size=batch_size, cache="auto" if augment_passes else False)
+        images = images_dataset(files, None, image_size=tuple(self.base.input_shape[1:3]), batch_size=batch_size, cache=False)
         passes = [self._run(self._step(), images, batch_size)]
         if augment_passes:
             keras.utils.set_random_seed(seed if seed is not None else 0)

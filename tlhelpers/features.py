@@ -282,8 +282,7 @@ def extract_features(
             return hit
 
     start = time.perf_counter()
-    # augmented passes read the decoded images again: keep them in memory where they fit
-    plain = images_dataset(files, None, image_size=image_size, batch_size=batch_size, cache="auto" if augment_passes else False)
+    plain = images_dataset(files, None, image_size=image_size, batch_size=batch_size, cache=False)
     features = _run(_extractor(base, network, digest), plain, len(files), "features", progress, batch_size)
     first_pass = time.perf_counter() - start
     passes = []

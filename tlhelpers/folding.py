@@ -1,11 +1,16 @@
-"""BatchNorm folded into the convolution before it: the same features, faster.
+"""BatchNorm folded into the convolution before it: the same numbers, faster.
 
 In inference mode a BatchNormalization layer is a fixed per-channel scale and shift.
 :func:`fold_batchnorm` merges it into the convolution that feeds it, which removes
-about fifty memory-bound layers from MobileNetV2. Finding the convolution that feeds a
-BatchNorm layer reads Keras' graph internals (``_inbound_nodes``), which is why this
-lives in a module of its own; a Keras version that changes them makes the function
-return the model unfolded, never a wrong one (checked by the tests).
+about fifty memory-bound layers from MobileNetV2, for inference (feature extraction).
+:func:`fold_frozen_batchnorm` does the same for training with BatchNorm frozen (the
+top of a base during fine-tuning): the scale is applied to the convolution's own
+kernel inside each step, so the same variables train with the same gradients.
+
+Finding the convolution that feeds a BatchNorm layer reads Keras' graph internals (a
+functional model's nodes), which is why this lives in a module of its own; a Keras
+version that changes them makes both functions return the model unfolded, never a
+wrong one (checked by the tests).
 """
 
 from __future__ import annotations
