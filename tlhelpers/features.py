@@ -46,6 +46,7 @@ from .data import (  # noqa: E402
 from .folding import fold_batchnorm  # noqa: E402
 from .models import classifier_head, network_of, preprocessing_layer  # noqa: E402
 
+_EVAL_BATCH = 1024  # rows per validation batch in train_head (any size gives the same metrics)
 _FORMAT_VERSION = 2  # 2: the last batch of an augmented pass is padded (other random draws)
 
 
@@ -321,10 +322,11 @@ def train_head(
 ) -> tuple[keras.Model, keras.callbacks.History]:
     """Train :func:`tlhelpers.classifier_head` on cached features.
 
-    A head's training step is so small that Keras' per-step Python work is most of its
-    time; ``steps_per_execution`` runs that many steps in one compiled call (the same
-    updates, about a third less time for 2,000 vectors and 10 epochs). Batch-level
-    callbacks then see one call per group of steps; epoch-level ones are unaffected.
+    The rows are shuffled every epoch (seeded by ``seed``) and fed as a ``tf.data``
+    pipeline built once. A head's training step is so small that Keras' per-step Python
+    work is most of its time; ``steps_per_execution`` runs that many steps in one
+    compiled call (the same updates). Batch-level callbacks then see one call per group
+    of steps; epoch-level ones are unaffected.
 
     Returns:
         ``(head, history)``: the trained head (put it on the base with
@@ -342,10 +344,15 @@ def train_head(
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution,
     )
-    val = (validation.features, validation.labels) if validation is not None else None
-    history = head.fit(
-        x, y, validation_data=val, epochs=epochs, batch_size=batch_size, shuffle=True, callbacks=callbacks, verbose=verbose
-    )
+    # Datasets built once: fit on NumPy arrays builds its input pipeline again every
+    # epoch, which took longer than the epoch's training (0.2 s against 0.1 s here).
+    # Validation in big batches: the same accuracy and loss, fewer calls.
+    batches = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    batches = batches.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    val = None
+    if validation is not None:
+        val = tf.data.Dataset.from_tensor_slices((validation.features, validation.labels)).batch(_EVAL_BATCH).cache()
+    history = head.fit(batches, validation_data=val, epochs=epochs, shuffle=False, callbacks=callbacks, verbose=verbose)
     return head, history
 
 
