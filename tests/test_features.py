@@ -194,3 +194,43 @@ def test_grouped_steps_train_the_head_exactly_as_single_steps(base, copy_tree, i
     np.testing.assert_allclose(h64.history["loss"], h1.history["loss"], rtol=1e-5)
     for a, b in zip(grouped.get_weights(), single.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_the_first_pass_does_the_scans_decode_check(base, copy_tree, isolated_home, monkeypatch):
+    """extract_features decodes every new file once, not twice: the scan leaves TensorFlow's
+    check to the first pass, which drops a file that fails, records it as corrupt and scans
+    again; a later scan reads every verdict from the cache."""
+    from tlhelpers import data as tldata
+
+    tree = copy_tree(per_class=4)
+    raw = next((tree / "cats").glob("*.jpg")).read_bytes()
+    truncated = tree / "cats" / "truncated.jpg"
+    truncated.write_bytes(raw[: len(raw) // 2])  # Pillow reads its header; TensorFlow cannot decode it
+    checked = []
+    real_undecodable = tldata._undecodable
+    monkeypatch.setattr(tldata, "_undecodable", lambda files, workers: checked.extend(files) or real_undecodable(files, workers))
+
+    fs = tl.extract_features(base, tree, progress=False, use_cache=False)
+    assert not checked, "the scan decoded files the first pass decodes anyway"
+    assert str(truncated) not in fs.files and len(fs.files) == 8 and fs.features.shape == (8, 1280)
+    assert fs.labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+
+    report = tl.scan_image_tree(tree)
+    assert not checked, "the verdicts of the first pass were not stored"
+    assert report.skipped == {tldata.CORRUPT: [truncated]}
+    assert [str(f) for f in report.files] == fs.files
+    # The same vectors as a pass over the good files alone.
+    good = tl.extract_features(base, tree, progress=False, use_cache=False)
+    np.testing.assert_array_equal(good.features, fs.features)
+
+
+def test_activation_cache_drops_a_file_that_does_not_decode(copy_tree, isolated_home):
+    base = tl.get_base_model("MobileNetV2", alpha=0.35, input_shape=(96, 96, 3))
+    model = tl.build_classifier(base, 2)
+    tl.unfreeze(base, 100)
+    tree = copy_tree(per_class=3)
+    raw = next((tree / "dogs").glob("*.jpg")).read_bytes()
+    (tree / "dogs" / "truncated.jpg").write_bytes(raw[: len(raw) // 2])
+    acts = tl.ActivationCache(model, 100).extract(tree)
+    assert acts.num_images == 6 and not any(f.endswith("truncated.jpg") for f in acts.files)
+    assert all(len(x) == 6 for x in acts.inputs) and acts.labels.tolist() == [0, 0, 0, 1, 1, 1]

@@ -21,6 +21,7 @@ image instead of a fresh one every epoch.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -34,7 +35,15 @@ import_tensorflow_quietly()
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from .data import check_split_arguments, images_dataset, pad_batch, resolve_image_dir, scan_image_tree, split_files  # noqa: E402
+from .data import (  # noqa: E402
+    _decoder_messages_hidden,
+    check_split_arguments,
+    images_dataset,
+    pad_batch,
+    resolve_image_dir,
+    scan_deferring_decode,
+    split_files,
+)
 from .folding import fold_batchnorm, fold_frozen_batchnorm  # noqa: E402
 from .models import network_of, preprocessing_layer  # noqa: E402
 
@@ -231,16 +240,24 @@ class ActivationCache:
             raise ValueError("augment_passes needs an augmentation layer, e.g. tlhelpers.augmentation_layers().")
         start = time.perf_counter()
         check_split_arguments(validation_split, subset, seed, allow_both=False)
-        report = scan_image_tree(resolve_image_dir(directory))
-        chosen = split_files(list(zip(report.files, report.labels)), validation_split, seed)[subset]
-        files = [f for f, _ in chosen]
+        directory = resolve_image_dir(directory)
+        while True:  # twice only when the first pass finds files that do not decode (see extract_features)
+            report, check = scan_deferring_decode(directory)
+            chosen = split_files(list(zip(report.files, report.labels)), validation_split, seed)[subset]
+            files = [f for f, _ in chosen]
+            images = images_dataset(
+                files, range(len(files)), tuple(self.base.input_shape[1:3]), batch_size, cache=False, skip_undecodable=True
+            )
+            with _decoder_messages_hidden() if check.pending else contextlib.nullcontext():
+                first, decoded = self._run(self._step(), images, batch_size)
+            if not check.record(files, decoded):
+                break
         labels = np.asarray([label for _, label in chosen], "int32")
-        images = images_dataset(files, None, image_size=tuple(self.base.input_shape[1:3]), batch_size=batch_size, cache=False)
-        passes = [self._run(self._step(), images, batch_size)]
+        passes = [first]
         if augment_passes:
             keras.utils.set_random_seed(seed if seed is not None else 0)
             augmented = self._step(augmentation)
-            passes += [self._run(augmented, images, batch_size) for _ in range(augment_passes)]
+            passes += [self._run(augmented, images, batch_size)[0] for _ in range(augment_passes)]
         inputs = [np.concatenate([p[i] for p in passes]) for i in range(len(passes[0]))]
         return ActivationSet(
             inputs=inputs,
@@ -251,18 +268,21 @@ class ActivationCache:
             seconds=time.perf_counter() - start,
         )
 
-    def _run(self, step, images, batch_size: int) -> list[np.ndarray]:
+    def _run(self, step, images, batch_size: int) -> tuple[list[np.ndarray], np.ndarray]:
+        """``step`` over batches of ``(images, positions)``: the cut's tensors, and the positions that came out."""
         chunks: list[list[np.ndarray]] = []
-        for batch in images:
+        positions = []
+        for batch, where in images:
             padded, count = pad_batch(batch, batch_size)
             outs = [np.asarray(o)[:count].astype(self.dtype) for o in step(padded)]
             if not chunks:
                 chunks = [[] for _ in outs]
             for chunk, out in zip(chunks, outs):
                 chunk.append(out)
+            positions.append(where.numpy())
         if not chunks:
             raise ValueError("There are no images to extract activations from (an empty subset?).")
-        return [np.concatenate(c) for c in chunks]
+        return [np.concatenate(c) for c in chunks], np.concatenate(positions)
 
 
 __all__ = ["ActivationCache", "ActivationSet", "best_cut", "crossing_tensors"]

@@ -323,8 +323,15 @@ def _classify(path: Path, stat: os.stat_result, min_size: int) -> _Verdict:
     return _Verdict(kind, detail, dest)
 
 
-def _examine(paths: list[Path], min_size: int, entries: dict[str, list], workers: int) -> list[_Verdict]:
-    """The verdict on each file: cached when unchanged, else checked by Pillow then TensorFlow; updates ``entries``."""
+def _examine(
+    paths: list[Path], min_size: int, entries: dict[str, list], workers: int, decode: bool = True
+) -> tuple[list[_Verdict], dict[str, list]]:
+    """The verdict on each file: cached when unchanged, else checked by Pillow then TensorFlow; updates ``entries``.
+
+    With ``decode=False`` the new files Pillow accepts are not decoded: their entries are
+    returned apart, ``{file the pipeline reads: [source path, entry]}``, for
+    :class:`DeferredDecodeCheck` to store once a pass has decoded them.
+    """
 
     def first_look(path: Path) -> tuple[_Verdict, os.stat_result | None]:
         try:
@@ -340,13 +347,19 @@ def _examine(paths: list[Path], min_size: int, entries: dict[str, list], workers
         looks = list(pool.map(first_look, paths))
     verdicts = [verdict for verdict, _ in looks]
     fresh = [i for i, (_, stat) in enumerate(looks) if stat is not None]
-    to_decode = [i for i in fresh if verdicts[i].usable is not None]
-    for j in _undecodable([verdicts[i].usable for i in to_decode], workers):
-        verdicts[to_decode[j]] = _Verdict("skip", CORRUPT)
+    if decode:
+        to_decode = [i for i in fresh if verdicts[i].usable is not None]
+        for j in _undecodable([verdicts[i].usable for i in to_decode], workers):
+            verdicts[to_decode[j]] = _Verdict("skip", CORRUPT)
+    deferred = {}
     for i in fresh:
         stat = looks[i][1]
-        entries[str(paths[i])] = [stat.st_size, stat.st_mtime_ns, verdicts[i].kind, verdicts[i].detail]
-    return verdicts
+        entry = [stat.st_size, stat.st_mtime_ns, verdicts[i].kind, verdicts[i].detail]
+        if decode or verdicts[i].usable is None:
+            entries[str(paths[i])] = entry
+        else:
+            deferred[str(verdicts[i].usable)] = [str(paths[i]), entry]
+    return verdicts, deferred
 
 
 def _assemble_report(
@@ -410,6 +423,13 @@ def scan_image_tree(directory: str | os.PathLike, min_size: int = 16, workers: i
         ValueError: if fewer than two classes hold usable images, or the folder
             looks like the parent of ``train``/``validation`` folders.
     """
+    return _scan(directory, min_size, workers, decode=True)[0]
+
+
+def _scan(
+    directory: str | os.PathLike, min_size: int, workers: int | None, decode: bool
+) -> tuple[ImageTreeReport, DeferredDecodeCheck]:
+    """:func:`scan_image_tree`, and the decode check it left undone when ``decode=False``."""
     root = Path(directory).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(
@@ -422,11 +442,78 @@ def scan_image_tree(directory: str | os.PathLike, min_size: int = 16, workers: i
     cached = _load_scan_cache(cache_file, min_size)
     paths = [c.path for c in candidates]
     entries = {str(p): cached[str(p)] for p in paths if str(p) in cached}  # forget files that are gone
-    verdicts = _examine(paths, min_size, entries, workers or os.cpu_count() or 2)
+    verdicts, deferred = _examine(paths, min_size, entries, workers or os.cpu_count() or 2, decode)
     _save_scan_cache(cache_file, min_size, entries)
     report = _assemble_report(root, class_dirs, candidates, verdicts, skipped)
     _require_classes(report, class_dirs)
-    return report
+    return report, DeferredDecodeCheck(cache_file, min_size, deferred)
+
+
+def scan_deferring_decode(directory: str | os.PathLike, min_size: int = 16) -> tuple[ImageTreeReport, DeferredDecodeCheck]:
+    """:func:`scan_image_tree` without TensorFlow's decode check of files it has not seen before.
+
+    For a caller whose first pass decodes every file anyway (feature extraction):
+    decoding them twice would cost a tenth of that pass. The caller builds its
+    pipeline with ``images_dataset(files, positions, skip_undecodable=True)``, then
+    hands the positions that came out to :meth:`DeferredDecodeCheck.record`, which
+    stores the verdicts in the scan cache, as :func:`scan_image_tree` would have,
+    and returns the files that failed. When some did, the caller scans again: they
+    are skipped as corrupt from then on.
+
+    Returns:
+        ``(report, check)``; ``report.files`` may hold files TensorFlow cannot decode
+        until ``check.record`` has seen the pass.
+    """
+    return _scan(directory, min_size, None, decode=False)
+
+
+@dataclass
+class DeferredDecodeCheck:
+    """The decode check :func:`scan_deferring_decode` left to the caller's first pass.
+
+    Attributes:
+        cache_file: the scan cache of the folder.
+        min_size: the scan's ``min_size`` (part of the cache's validity).
+        pending: ``{file the pipeline reads: [source path, scan cache entry]}`` of the
+            files not decoded yet.
+    """
+
+    cache_file: Path
+    min_size: int
+    pending: dict[str, list] = field(repr=False)
+
+    def record(self, files: list, decoded) -> list[Path]:
+        """Store the verdicts of a pass over ``files`` in which the positions ``decoded`` decoded.
+
+        Args:
+            files: the files the pass read, in order.
+            decoded: the positions (in ``files``) of the images that came out.
+
+        Returns:
+            The files that failed to decode; each was pending and is now cached as corrupt.
+
+        Raises:
+            RuntimeError: if a file that an earlier scan decoded failed (it changed on
+                disk without a new size or modification time).
+        """
+        ok = {int(i) for i in decoded}
+        failed = [Path(f) for i, f in enumerate(files) if i not in ok]
+        changed = [f for f in failed if str(f) not in self.pending]
+        if changed:
+            raise RuntimeError(
+                f"{changed[0]} no longer decodes although an earlier scan decoded it: "
+                "it changed on disk. Touch or replace the file, or delete the folder's scan cache "
+                f"({self.cache_file}), and run again."
+            )
+        seen = [(i, str(f)) for i, f in enumerate(files) if str(f) in self.pending]
+        if not seen:
+            return failed
+        entries = _load_scan_cache(self.cache_file, self.min_size)
+        for i, f in seen:
+            source, entry = self.pending.pop(f)
+            entries[source] = entry if i in ok else [*entry[:2], "skip", CORRUPT]
+        _save_scan_cache(self.cache_file, self.min_size, entries)
+        return failed
 
 
 _SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "test", "testing"}
@@ -574,6 +661,7 @@ def images_dataset(
     shuffle: bool = False,
     seed: int | None = None,
     cache: bool | str = "auto",
+    skip_undecodable: bool = False,
 ):
     """A ``tf.data.Dataset`` of ``(images, labels)`` (or images alone) from file paths.
 
@@ -591,6 +679,9 @@ def images_dataset(
         cache: ``True`` caches decoded images in memory, ``False`` never, ``"auto"``
             when they take under a quarter of the free memory; a path string caches
             to files there.
+        skip_undecodable: drop the files TensorFlow fails to decode instead of
+            raising (pass their positions as ``labels`` to learn which came out; see
+            :func:`scan_deferring_decode`).
     """
     tf = _tensorflow()
     files = [str(f) for f in files]
@@ -611,6 +702,8 @@ def images_dataset(
         return (image, *label) if label else image
 
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if skip_undecodable:
+        ds = ds.ignore_errors()
     if cache:
         ds = ds.cache(cache if isinstance(cache, str) else "")
     if shuffle:

@@ -17,9 +17,11 @@ epoch, and extraction costs ``k`` more passes (still once, not every epoch).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,12 +37,13 @@ import tensorflow as tf  # noqa: E402
 
 from . import core  # noqa: E402
 from .data import (  # noqa: E402
+    _decoder_messages_hidden,
     check_class_names,
     check_split_arguments,
     images_dataset,
     pad_batch,
     resolve_image_dir,
-    scan_image_tree,
+    scan_deferring_decode,
     split_files,
 )
 from .folding import fold_batchnorm  # noqa: E402
@@ -216,18 +219,21 @@ def _extractor(base: keras.Model, network: str, digest: str, augmentation=None):
     return step
 
 
-def _run(step, dataset, total: int, desc: str, progress: bool, batch_size: int) -> np.ndarray:
+def _run(step, dataset, total: int, desc: str, progress: bool, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``step`` over every batch of ``(images, positions)``: the outputs and the positions that came out."""
     from tqdm.auto import tqdm
 
-    out = []
-    with tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False, mininterval=1.0) as bar:
-        for images in dataset:
+    out, positions = [], []
+    bar = tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False, mininterval=1.0, file=sys.stdout)
+    with bar:
+        for images, where in dataset:
             padded, count = pad_batch(images, batch_size)
             out.append(step(padded).numpy()[:count])
+            positions.append(where.numpy())
             bar.update(count)
     if not out:
         raise ValueError("There are no images to extract features from (an empty subset?).")
-    return np.concatenate(out).astype("float32")
+    return np.concatenate(out).astype("float32"), np.concatenate(positions)
 
 
 def extract_features(
@@ -271,27 +277,35 @@ def extract_features(
     image_size = tuple(image_size or base.input_shape[1:3])
     network = network or network_of(base)
     check_split_arguments(validation_split, subset, seed, allow_both=False)
-    report = scan_image_tree(directory)
-    chosen = split_files(list(zip(report.files, report.labels)), validation_split, seed)[subset]
-    files = [f for f, _ in chosen]
     digest = weights_digest(base)
-    key = feature_key(base, files, image_size, network, augmentation, augment_passes, seed, digest=digest)
-    path = cache_dir() / f"{key}.npz"
-    if use_cache:
-        hit = _load(path)
-        if hit is not None:
-            return hit
+    while True:  # twice only when the first pass finds files that do not decode
+        # The first pass decodes every file anyway: the scan leaves TensorFlow's decode check to it.
+        report, check = scan_deferring_decode(directory)
+        chosen = split_files(list(zip(report.files, report.labels)), validation_split, seed)[subset]
+        files = [f for f, _ in chosen]
+        key = feature_key(base, files, image_size, network, augmentation, augment_passes, seed, digest=digest)
+        path = cache_dir() / f"{key}.npz"
+        if use_cache:
+            hit = _load(path)
+            if hit is not None:
+                check.record(files, range(len(files)))  # they were all decoded when the cache was written
+                return hit
 
-    start = time.perf_counter()
-    plain = images_dataset(files, None, image_size=image_size, batch_size=batch_size, cache=False)
-    features = _run(_extractor(base, network, digest), plain, len(files), "features", progress, batch_size)
+        start = time.perf_counter()
+        plain = images_dataset(
+            files, range(len(files)), image_size=image_size, batch_size=batch_size, cache=False, skip_undecodable=True
+        )
+        with _decoder_messages_hidden() if check.pending else contextlib.nullcontext():
+            features, decoded = _run(_extractor(base, network, digest), plain, len(files), "features", progress, batch_size)
+        if not check.record(files, decoded):
+            break
     first_pass = time.perf_counter() - start
     passes = []
     if augment_passes:
         keras.utils.set_random_seed(seed if seed is not None else 0)
         step = _extractor(base, network, digest, augmentation)
         for i in range(augment_passes):
-            passes.append(_run(step, plain, len(files), f"augmented pass {i + 1}/{augment_passes}", progress, batch_size))
+            passes.append(_run(step, plain, len(files), f"augmented pass {i + 1}/{augment_passes}", progress, batch_size)[0])
     augmented = np.stack(passes) if passes else np.zeros((0, *features.shape), "float32")
     fs = FeatureSet(
         features=features,
