@@ -6,7 +6,9 @@ file before it reaches a pipeline, so that a corrupt JPEG, a text file called
 in the middle of ``fit``. Each file is opened with Pillow (format, mode, size) and
 then decoded by TensorFlow with the pipeline's own function (:func:`_decode`; a JPEG
 at 1/8 scale, which fails exactly when any scale does): what the scan accepts, the
-pipeline decodes.
+pipeline decodes. Feature extraction, whose first pass decodes every file anyway,
+leaves that decode to the pass (:func:`scan_deferring_decode`): the files that fail
+in it are recorded as corrupt, and the folder is scanned again without them.
 :func:`load_image_dataset` builds the input pipeline from the files that passed:
 parallel decoding (JPEGs decoded at reduced scale when the image is much larger
 than the target size), resizing, in-memory caching when the decoded images fit,
