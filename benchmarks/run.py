@@ -133,6 +133,24 @@ def phase_cached_augmented(data: Path) -> dict:
     return _cached(data, 2)[0]
 
 
+def _EpochClock():
+    """A callback that records each epoch's wall time (training and validation) in ``.seconds``."""
+    import keras
+
+    class EpochClock(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds: list[float] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self._start)
+
+    return EpochClock()
+
+
 def phase_fine_tune(data: Path) -> dict:
     import keras
 
@@ -147,8 +165,10 @@ def phase_fine_tune(data: Path) -> dict:
     before = model.evaluate(val, verbose=0)[1]
     tl.unfreeze(base, 100)
     model.compile(keras.optimizers.RMSprop(1e-5), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    history = model.fit(train, validation_data=val, epochs=EPOCHS, verbose=0)
+    epochs = _EpochClock()
+    history = model.fit(train, validation_data=val, epochs=EPOCHS, verbose=0, callbacks=[epochs])
     return {
+        "epoch_seconds": epochs.seconds,
         "seconds": time.perf_counter() - start,
         "val_accuracy": history.history["val_accuracy"][-1],
         "best_val_accuracy": max(history.history["val_accuracy"]),
@@ -177,8 +197,12 @@ def phase_fine_tune_cached(data: Path) -> dict:
     cache.model.compile(keras.optimizers.RMSprop(1e-5), "sparse_categorical_crossentropy", metrics=["accuracy"])
     before = cache.model.evaluate(val.dataset(BATCH_SIZE), verbose=0)[1]
     batches, steps = train.training_dataset(BATCH_SIZE, seed=SEED)
-    history = cache.model.fit(batches, steps_per_epoch=steps, validation_data=val.dataset(BATCH_SIZE), epochs=EPOCHS, verbose=0)
+    epochs = _EpochClock()
+    history = cache.model.fit(
+        batches, steps_per_epoch=steps, validation_data=val.dataset(BATCH_SIZE), epochs=EPOCHS, verbose=0, callbacks=[epochs]
+    )
     return {
+        "epoch_seconds": epochs.seconds,
         "seconds": time.perf_counter() - start,
         "cache_seconds": cached_at,
         "val_accuracy": history.history["val_accuracy"][-1],
@@ -389,6 +413,26 @@ def _cpuinfo(field: str) -> str:
         return ""
 
 
+def _machine_jiffies() -> list[int]:
+    """The machine's CPU time counters (/proc/stat's first line: user, nice, system, idle,
+    iowait, irq, softirq, steal), or ``[]`` where there are none."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return []
+
+
+def _cpu_record(wall: float, children: tuple[float, float], before: list[int], after: list[int]) -> dict:
+    """How much CPU a phase got: the cores its process kept busy on average, and the
+    share of the machine's CPU time the hypervisor took for other guests (steal)."""
+    record = {"busy_cores": (children[0] + children[1]) / wall if wall else 0.0}
+    if len(before) == len(after) == 8:
+        delta = [b - a for a, b in zip(before, after)]
+        record["machine_steal_share"] = delta[7] / sum(delta) if sum(delta) else 0.0
+    return record
+
+
 def _in_own_process(name: str, data: Path, env: dict) -> subprocess.CompletedProcess:
     """Run one phase in a fresh Python process with ``env``; its result is the JSON line
     it prints last (see :func:`_result`)."""
@@ -450,6 +494,19 @@ def _markdown(results: dict) -> str:
                 )
             ),
         ]
+    cpu = [(name, results[name]["cpu"]) for name in PHASES if "cpu" in results.get(name, {})]
+    if cpu:
+        rows += [
+            "",
+            "| CPU each phase got (its process, in its own run) | cores kept busy, on average | machine time taken by other guests (steal) |",
+            "|---|---:|---:|",
+            *(
+                f"| `{name}` | {c['busy_cores']:.2f} of {results['machine']['cpus']} | "
+                + (f"{c['machine_steal_share']:.1%}" if "machine_steal_share" in c else "n/a")
+                + " |"
+                for name, c in cpu
+            ),
+        ]
     return "\n".join(rows) + "\n"
 
 
@@ -476,11 +533,15 @@ def main(argv: list[str] | None = None) -> int:
             env = {**os.environ, "TLHELPERS_HOME": home, "TFHUB_CACHE_DIR": str(tl.core.hub_cache_dir())}
             env["TF_ENABLE_ONEDNN_OPTS"] = ONEDNN
             print(f"[{time.strftime('%H:%M:%S')}] {name} ...", flush=True)
+            times, jiffies, start = os.times(), _machine_jiffies(), time.perf_counter()
             proc = _in_own_process(name, data, env)
+            wall, after = time.perf_counter() - start, os.times()
             if proc.returncode:
                 print(proc.stderr[-3000:], file=sys.stderr)
                 return proc.returncode
             results[name] = _result(proc)
+            children = (after.children_user - times.children_user, after.children_system - times.children_system)
+            results[name]["cpu"] = _cpu_record(wall, children, jiffies, _machine_jiffies())
             print(f"    {json.dumps(results[name])}", flush=True)
     import tensorflow as tf
 
