@@ -48,6 +48,7 @@ def test_top_on_cache_equals_the_full_model_and_training_reaches_it(classifier, 
     cache.model.compile(keras.optimizers.RMSprop(1e-5), "sparse_categorical_crossentropy", metrics=["accuracy"])
     ds, steps = train.training_dataset(16, seed=0)
     assert steps == 5 and train.num_images == 80
+    assert ds.options().autotune.enabled is False and val.dataset().options().autotune.enabled is False
     seen = np.concatenate([y.numpy() for _, y in ds.take(2 * steps)])
     assert len(seen) == 160 and sorted(seen[:80]) == sorted(train.labels[:80])  # one pass of the images per epoch
     cache.model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)

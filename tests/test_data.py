@@ -48,6 +48,21 @@ def test_shuffling_is_reproducible_with_a_seed(sample):
     assert not np.array_equal(order(3), order(4))
 
 
+def test_pipelines_decode_in_parallel_without_the_autotuner(sample):
+    """tf.data's autotuner is off (its background work stalled the deletion of iterators
+    for seconds); the parallel pipeline gives the images of a one-by-one decode, in order."""
+    import tensorflow as tf
+
+    files = tl.scan_image_tree(sample / "validation").files
+    ds = tldata.images_dataset(files, None, (96, 96), batch_size=8, cache=False)
+    assert ds.options().autotune.enabled is False
+    assert tl.load_image_dataset(sample / "validation", image_size=(96, 96)).options().autotune.enabled is False
+    batched = np.concatenate([images.numpy() for images in ds])
+    one_by_one = [tldata._decode_resize(tf.constant(str(f)), tldata._looks_like_jpeg(str(f)), (96, 96)).numpy() for f in files]
+    assert batched.shape == (40, 96, 96, 3)
+    np.testing.assert_array_equal(batched, np.stack(one_by_one).astype("float32"))
+
+
 def test_validation_split_is_disjoint_and_complete(sample):
     train, val = tl.load_image_dataset(
         sample / "train", image_size=(32, 32), validation_split=0.25, subset="both", seed=5, shuffle=False

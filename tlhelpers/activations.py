@@ -37,6 +37,8 @@ import tensorflow as tf  # noqa: E402
 
 from .data import (  # noqa: E402
     _decoder_messages_hidden,
+    _parallel_calls,
+    _without_autotune,
     check_split_arguments,
     images_dataset,
     pad_batch,
@@ -106,7 +108,8 @@ class ActivationSet:
         def gather(index):
             return tuple(tf.cast(tf.gather(t, index), tf.float32) for t in tensors), tf.gather(labels, index)
 
-        return rows.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+        batches = rows.batch(batch_size).map(gather, num_parallel_calls=_parallel_calls(), deterministic=True)
+        return _without_autotune(batches.prefetch(2))
 
 
 def _producers(base: keras.Model) -> dict[int, int]:
