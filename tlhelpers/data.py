@@ -697,7 +697,9 @@ def images_dataset(
     """A ``tf.data.Dataset`` of ``(images, labels)`` (or images alone) from file paths.
 
     Images come out as float32 in ``[0, 255]``, shape ``(batch, height, width, 3)``,
-    like ``keras.utils.image_dataset_from_directory``.
+    like ``keras.utils.image_dataset_from_directory``. Files are decoded one per CPU
+    core at a time, in order, with two batches prefetched and tf.data's autotuner off
+    (it stalled for seconds whenever an iterator was deleted; see ``_without_autotune``).
 
     Args:
         files: image files TensorFlow can decode (JPEG, PNG, BMP, GIF).
