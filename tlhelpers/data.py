@@ -651,8 +651,10 @@ def _without_autotune(ds):
     base running measured a stall of about 5 s when the iterator was deleted in 4 of 10
     passes, none in 10 passes with the autotuner off, at the same speed. Every
     extraction pass ends with such a deletion, and ``fit`` makes a new iterator every
-    epoch. The pipelines built here therefore map with one call per CPU core and
-    prefetch two batches, and switch the autotuner off.
+    epoch. So the pipelines built here switch the autotuner off and set their own
+    parallelism: :func:`images_dataset` and ``ActivationSet``'s datasets map with one
+    call per CPU core (``_parallel_calls``) and prefetch two batches; the scan's decode
+    check maps with its worker count.
 
     Args:
         ds: a ``tf.data.Dataset``.
