@@ -43,6 +43,7 @@ def test_top_on_cache_equals_the_full_model_and_training_reaches_it(classifier, 
 
     train = cache.extract(sample / "train", augmentation=tl.augmentation_layers(seed=1), augment_passes=1, seed=1)
     assert len(train.labels) == 2 * 80 and train.passes == 1
+    assert cache._step().experimental_get_tracing_count() == 1  # both folders' plain passes ran one graph
     assert not np.array_equal(train.inputs[0][:80], train.inputs[0][80:])  # the augmented pass differs
     before = {layer.name: [w.numpy().copy() for w in layer.weights] for layer in base.layers}
     cache.model.compile(keras.optimizers.RMSprop(1e-5), "sparse_categorical_crossentropy", metrics=["accuracy"])

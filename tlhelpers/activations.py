@@ -198,9 +198,16 @@ class ActivationCache:
         # trains the same variables with fewer passes over the activations.
         self.model = fold_frozen_batchnorm(on_activations)
         self._folded = None
+        self._plain = None
 
     def _step(self, augmentation=None):
-        """A compiled function from a batch of images to the cut's tensors."""
+        """A compiled function from a batch of images to the cut's tensors.
+
+        The un-augmented one is made once and kept: every folder's plain pass reuses its
+        graph instead of tracing a new one.
+        """
+        if augmentation is None and self._plain is not None:
+            return self._plain
         if self._folded is None:
             self._folded = fold_batchnorm(self._bottom)  # frozen: the same tensors, faster
         preprocess, bottom = preprocessing_layer(self.network), self._folded
@@ -213,6 +220,8 @@ class ActivationCache:
             out = bottom(preprocess(images), training=False)
             return out if isinstance(out, (list, tuple)) else [out]
 
+        if augmentation is None:
+            self._plain = step
         return step
 
     def extract(
