@@ -12,11 +12,14 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+import tlhelpers
 from tlhelpers import core
 
 from helpers import SAMPLE
@@ -56,11 +59,46 @@ os.environ.pop("TFHUB_CACHE_DIR", None)
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path, monkeypatch) -> Path:
     """A fresh, empty TLHELPERS_HOME for every test (scan and feature caches start
-    empty), with the installed TF Hub cache and datasets reachable through links."""
+    empty), with the installed TF Hub cache and datasets reachable through links.
+
+    After the test, TensorFlow's deterministic kernels are switched off again if the test
+    (``tl.set_seed``) switched them on, so that no later test runs deterministic by the
+    accident of the order."""
     home = _linked_home(tmp_path / "tlhelpers_home")
     monkeypatch.setenv("TLHELPERS_HOME", str(home))
     monkeypatch.delenv("TFHUB_CACHE_DIR", raising=False)
-    return home
+    yield home
+    if "tensorflow" in sys.modules:
+        from tensorflow.python.framework import config  # no public switch back off
+
+        if config.is_op_determinism_enabled():
+            config.disable_op_determinism()
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """The lessons' classifier on the bundled sample, built once for the whole run.
+
+    MobileNetV2 (alpha 1.0, ImageNet weights) at 160 px; the pooled features of the
+    sample's 80 training and 40 validation photos; a head trained on them for 10 epochs
+    (seed 0); the head on the base. Tests read ``model``; a test that changes a model
+    (unfreezes, trains) loads its own copy from ``path`` with ``helpers.fresh_classifier``.
+    """
+    tl = tlhelpers
+    home = tmp_path_factory.mktemp("trained_home")
+    previous = os.environ.get("TLHELPERS_HOME")
+    os.environ["TLHELPERS_HOME"] = str(_linked_home(home))
+    try:
+        base = tl.get_base_model("MobileNetV2", input_shape=(160, 160, 3))
+        train = tl.extract_features(base, SAMPLE / "train", verbose=False, cache=False)
+        val = tl.extract_features(base, SAMPLE / "validation", verbose=False, cache=False)
+        head, history = tl.train_head(train, val, epochs=10, seed=0)
+        model = tl.build_classifier(base, head=head)
+    finally:
+        os.environ["TLHELPERS_HOME"] = previous or ""
+    path = tmp_path_factory.mktemp("trained") / "classifier.keras"
+    model.save(path)
+    return SimpleNamespace(base=base, head=head, model=model, train=train, val=val, history=history, path=path)
 
 
 @pytest.fixture(scope="session")

@@ -18,3 +18,11 @@ def sample_images(n: int = 8, size=(160, 160), split: str = "validation"):
     images = np.stack([np.asarray(Image.open(f).convert("RGB").resize(size[::-1]), dtype="float32") for f in files])
     labels = np.array([0] * (n // 2) + [1] * (n // 2))
     return images, labels
+
+
+def fresh_classifier(trained):
+    """A copy of the session's trained classifier (the ``trained`` fixture) that a test may change: ``(model, base)``."""
+    import keras
+
+    model = keras.saving.load_model(trained.path)
+    return model, next(layer for layer in model.layers if isinstance(layer, keras.Model) and len(layer.layers) > 20)

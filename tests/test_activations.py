@@ -9,18 +9,15 @@ import pytest
 import tlhelpers as tl
 from tlhelpers.activations import ActivationCache, best_cut, crossing_tensors
 
+from helpers import SAMPLE, fresh_classifier
+
 
 @pytest.fixture(scope="module")
-def classifier(tmp_path_factory):
-    sample = tl.dataset_path("cats_and_dogs_sample")
-    tl.set_seed(0)
-    base = tl.get_base_model("MobileNetV2", alpha=1.0, input_shape=(160, 160, 3))
-    train = tl.extract_features(base, sample / "train", progress=False, use_cache=False)
-    val = tl.extract_features(base, sample / "validation", progress=False, use_cache=False)
-    head, _ = tl.train_head(train, val, epochs=5, seed=0)
-    model = tl.build_classifier(base, 2, augmentation=tl.augmentation_layers(seed=0), head=head)
+def classifier(trained):
+    """A copy of the session's classifier, its base unfrozen from layer 100 (the tests train it)."""
+    model, base = fresh_classifier(trained)
     tl.unfreeze(base, 100)
-    return model, base, sample
+    return model, base, SAMPLE
 
 
 def test_the_cut_moves_down_to_the_narrowest_block_boundary(classifier):
@@ -41,7 +38,7 @@ def test_top_on_cache_equals_the_full_model_and_training_reaches_it(classifier, 
     assert val.files == images.file_paths and val.nbytes == 40 * 10 * 10 * 64 * 4
     np.testing.assert_allclose(cache.model.predict(val.dataset(), verbose=0), model.predict(images, verbose=0), atol=1e-4)
 
-    train = cache.extract(sample / "train", augmentation=tl.augmentation_layers(seed=1), augment_passes=1, seed=1)
+    train = cache.extract(sample / "train", augmentation=tl.augmentation_layers(seed=1), augment_passes=1, augment_seed=1)
     assert len(train.labels) == 2 * 80 and train.passes == 1
     assert cache._step().experimental_get_tracing_count() == 1  # both folders' plain passes ran one graph
     assert not np.array_equal(train.inputs[0][:80], train.inputs[0][80:])  # the augmented pass differs

@@ -1,4 +1,4 @@
-"""Image-tree checks and tf.data loading on the bundled sample and on generated bad files."""
+"""Image-tree checks (tlhelpers.scan) and tf.data loading (tlhelpers.data) on real photos and generated bad files."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 import tlhelpers as tl
-from tlhelpers import data as tldata
+from tlhelpers import decode, scan
+from tlhelpers.data import load_image_files, load_splits
 
 from helpers import SAMPLE
 
@@ -33,10 +34,38 @@ def test_sample_loads_as_batched_float_images(sample):
 def test_unshuffled_order_follows_file_paths(sample):
     ds = tl.load_image_dataset(sample / "validation", image_size=(96, 96), shuffle=False)
     labels = np.concatenate([y.numpy() for _, y in ds])
-    assert [Path(p).parent.name for p in ds.file_paths] == [ds.class_names[i] for i in labels]
-    first = np.asarray(Image.open(ds.file_paths[0]).convert("RGB").resize((96, 96), Image.BILINEAR), "float32")
-    got = next(iter(ds))[0][0].numpy()
-    assert np.abs(got - first).mean() < 12  # same picture (resampling differs slightly)
+    assert [Path(p).parent.name for p in ds.file_paths] == [
+        ds.class_names[i] for i in labels
+    ] and ds.labels.tolist() == labels.tolist()
+
+
+@pytest.fixture(scope="module")
+def kit_photos(tmp_path_factory):
+    """100 of Google's cats_and_dogs_filtered validation photos (50 per class, from the installed kit), linked into a tree."""
+    source = tl.dataset_path("cats_and_dogs_filtered") / "validation"
+    tree = tmp_path_factory.mktemp("kit_photos")
+    for cls in ("cats", "dogs"):
+        (tree / cls).mkdir()
+        for f in sorted((source / cls).iterdir())[:50]:
+            (tree / cls / f.name).symlink_to(f)
+    return tree
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "area"])
+def test_the_pixels_are_those_of_keras_own_loader(kit_photos, interpolation):
+    """By default load_image_dataset gives exactly image_dataset_from_directory's pixels, so
+    a model trained on them sees the same numbers from Keras' loader or a TensorFlow server;
+    decode="fast" (reduced-scale JPEG decoding) is an opt-in that changes them."""
+    kwargs = dict(image_size=(160, 160), shuffle=False, interpolation=interpolation)
+    ours = tl.load_image_dataset(kit_photos, cache=False, **kwargs)
+    theirs = keras.utils.image_dataset_from_directory(kit_photos, verbose=False, **kwargs)
+    assert ours.file_paths == list(theirs.file_paths)
+    a = np.concatenate([x.numpy() for x, _ in ours])
+    b = np.concatenate([x.numpy() for x, _ in theirs])
+    assert a.shape == (100, 160, 160, 3)
+    np.testing.assert_array_equal(a, b)
+    fast = np.concatenate([x.numpy() for x, _ in tl.load_image_dataset(kit_photos, decode="fast", cache=False, **kwargs)])
+    assert 0.5 < np.abs(fast - b).mean() < 10  # other pixels, the same photos
 
 
 def test_shuffling_is_reproducible_with_a_seed(sample):
@@ -48,22 +77,25 @@ def test_shuffling_is_reproducible_with_a_seed(sample):
     assert not np.array_equal(order(3), order(4))
 
 
-def test_pipelines_decode_in_parallel_without_the_autotuner(sample):
+@pytest.mark.parametrize("how", decode.DECODERS)
+def test_pipelines_decode_in_parallel_without_the_autotuner(sample, how):
     """tf.data's autotuner is off (its background work stalled the deletion of iterators
     for seconds); the parallel pipeline gives the images of a one-by-one decode, in order."""
     import tensorflow as tf
 
     files = tl.scan_image_tree(sample / "validation").files
-    ds = tldata.images_dataset(files, None, (96, 96), batch_size=8, cache=False)
+    ds = load_image_files(files, None, (96, 96), batch_size=8, cache=False, decode=how)
     assert ds.options().autotune.enabled is False
     assert tl.load_image_dataset(sample / "validation", image_size=(96, 96)).options().autotune.enabled is False
     batched = np.concatenate([images.numpy() for images in ds])
-    one_by_one = [tldata._decode_resize(tf.constant(str(f)), tldata._looks_like_jpeg(str(f)), (96, 96)).numpy() for f in files]
-    assert batched.shape == (40, 96, 96, 3)
+    one_by_one = [decode.decode_resize(tf.constant(str(f)), decode.looks_like_jpeg(f), (96, 96), how).numpy() for f in files]
+    assert batched.shape == (40, 96, 96, 3) and batched.dtype == np.float32
     np.testing.assert_array_equal(batched, np.stack(one_by_one).astype("float32"))
+    with pytest.raises(ValueError, match="decode must be one of"):
+        load_image_files(files, None, decode="pillow")
 
 
-def test_validation_split_is_disjoint_and_complete(sample):
+def test_validation_split_is_disjoint_complete_and_keras_own(sample):
     train, val = tl.load_image_dataset(
         sample / "train", image_size=(32, 32), validation_split=0.25, subset="both", seed=5, shuffle=False
     )
@@ -71,10 +103,39 @@ def test_validation_split_is_disjoint_and_complete(sample):
     assert len(train.file_paths) == 60 and len(val.file_paths) == 20
     again = tl.load_image_dataset(sample / "train", image_size=(32, 32), validation_split=0.25, subset="validation", seed=5)
     assert again.file_paths == val.file_paths
+    # the same subsets as Keras' loader makes with the same seed
+    k_train, k_val = keras.utils.image_dataset_from_directory(
+        sample / "train", image_size=(32, 32), validation_split=0.25, subset="both", seed=5, verbose=False
+    )
+    assert list(k_val.file_paths) == val.file_paths and sorted(k_train.file_paths) == sorted(train.file_paths)
     with pytest.raises(ValueError, match="seed"):
         tl.load_image_dataset(sample / "train", validation_split=0.2, subset="training")
     with pytest.raises(ValueError, match="together"):
         tl.load_image_dataset(sample / "train", validation_split=0.2, seed=1)
+
+
+def test_the_collection_splits_by_one_rule(sample):
+    """load_splits: train/ for training; validation/ halved by the seed into validation and
+    test (Keras' split with validation_split=0.5); a one-folder dataset holds out 30% first."""
+    splits = load_splits(sample, seed=42, image_size=(32, 32))
+    assert [len(s.file_paths) for s in splits] == [80, 20, 20]
+    assert not set(splits.validation.file_paths) & set(splits.test.file_paths)
+    assert all(Path(f).parts[-3] == "validation" for f in splits.validation.file_paths + splits.test.file_paths)
+    _, k_test = keras.utils.image_dataset_from_directory(
+        sample / "validation", image_size=(32, 32), validation_split=0.5, subset="both", seed=42, verbose=False
+    )
+    assert splits.test.file_paths == list(k_test.file_paths)
+    again = load_splits(sample, seed=42, image_size=(32, 32))
+    assert again.test.file_paths == splits.test.file_paths
+    assert load_splits(sample, seed=7, image_size=(32, 32)).test.file_paths != splits.test.file_paths
+
+    flowers = load_splits("flower_photos", seed=42, image_size=(32, 32), verbose=False)
+    files = [set(s.file_paths) for s in flowers]
+    assert [len(f) for f in files] == [1050, 225, 225]
+    assert not (files[0] & files[1] or files[0] & files[2] or files[1] & files[2])
+    assert flowers.test.class_names == flowers.train.class_names == ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
+    with pytest.raises(TypeError):
+        load_splits(sample)  # the seed is not optional
 
 
 def test_named_dataset_split_resolves_to_the_installed_kit():
@@ -154,15 +215,15 @@ def test_every_kind_of_bad_file_is_handled_and_reported(copy_tree, isolated_home
     assert report.class_names == ["cats", "dogs"]  # the empty 'birds' folder is ignored
     assert report.empty_classes == ["birds"]
     skipped = {p: reason for reason, paths in report.skipped.items() for p in paths}
-    assert skipped[bad["truncated"]] == tldata.CORRUPT
-    assert skipped[bad["text"]] == tldata.NOT_IMAGE
-    assert skipped[bad["empty_file"]] == tldata.NOT_IMAGE
-    assert skipped[bad["tiny"]].startswith(tldata.TOO_SMALL)
-    assert skipped[bad["ds_store"]] == tldata.HIDDEN
-    assert skipped[bad["hidden_in_class"]] == tldata.HIDDEN
-    assert skipped[bad["checkpoints"].parent] == tldata.HIDDEN
-    assert skipped[bad["readme"]] == tldata.OTHER_EXTENSION
-    assert skipped[bad["loose"]] == tldata.NOT_IN_CLASS
+    assert skipped[bad["truncated"]] == scan.CORRUPT
+    assert skipped[bad["text"]] == scan.NOT_IMAGE
+    assert skipped[bad["empty_file"]] == scan.NOT_IMAGE
+    assert skipped[bad["tiny"]].startswith(scan.TOO_SMALL)
+    assert skipped[bad["ds_store"]] == scan.HIDDEN
+    assert skipped[bad["hidden_in_class"]] == scan.HIDDEN
+    assert skipped[bad["checkpoints"].parent] == scan.HIDDEN
+    assert skipped[bad["readme"]] == scan.OTHER_EXTENSION
+    assert skipped[bad["loose"]] == scan.NOT_IN_CLASS
     converted = {p for paths in report.converted.values() for p in paths}
     assert {bad["alpha_png"], bad["cmyk"], bad["palette_gif"]} <= converted
     assert bad["gray"] in report.sources and bad["gray"] not in converted  # TensorFlow expands grayscale itself
@@ -223,7 +284,7 @@ def test_scan_results_are_cached_and_notice_changed_files(copy_tree, isolated_ho
     victim = first.sources[0]
     victim.write_bytes(victim.read_bytes()[:200])  # damaged after the first scan
     second = tl.scan_image_tree(tree)
-    assert victim in second.skipped[tldata.CORRUPT]
+    assert victim in second.skipped[scan.CORRUPT]
 
 
 def test_file_with_image_extension_but_png_bytes_decodes(copy_tree, isolated_home):
@@ -251,10 +312,12 @@ def test_files_pillow_decodes_but_tensorflow_rejects_are_skipped_by_name(copy_tr
     with Image.open(bad) as img:
         img.load()  # Pillow is happy with it: only TensorFlow's check can catch it
     report = tl.scan_image_tree(tree)
-    assert report.skipped == {tldata.CORRUPT: [bad]}
-    # every decoding scale of the pipeline: 1 (224 px), 1/2 (96), 1/4 (48) and 1/8 (24) for these ~300 px photos
+    assert report.skipped == {scan.CORRUPT: [bad]}
+    # Keras' decoder, and every scale of the fast one: 1 (224 px), 1/2 (96), 1/4 (48) and 1/8 (24) for these ~300 px photos
+    ds = tl.load_image_dataset(tree, image_size=(224, 224), batch_size=3, seed=0, verbose=False)
+    assert sum(int(x.shape[0]) for x, _ in ds) == 8
     for size in ((224, 224), (96, 96), (48, 48), (24, 24)):
-        ds = tl.load_image_dataset(tree, image_size=size, batch_size=3, seed=0, verbose=False)
+        ds = tl.load_image_dataset(tree, image_size=size, batch_size=3, seed=0, verbose=False, decode="fast")
         assert sum(int(x.shape[0]) for x, _ in ds) == 8
 
 
@@ -264,17 +327,17 @@ def test_scan_checks_jpegs_with_the_pipelines_own_decoder(copy_tree, isolated_ho
     tree = copy_tree(per_class=2)
     for cls in ("cats", "dogs"):
         Image.open(next((tree / cls).glob("*.jpg"))).save(tree / cls / "picture.png")
-    decode = tldata._decode
+    real = decode._decode_jpeg
 
-    def fails_at_one_eighth(data, is_jpeg, ratio=1):
-        if is_jpeg and ratio == 8:  # as if libjpeg failed on these files at 1/8 scale
+    def fails_at_one_eighth(data, ratio):
+        if ratio == 8:  # as if libjpeg failed on these files at 1/8 scale
             return tf.io.decode_jpeg(tf.constant(b"broken"), channels=3)
-        return decode(data, is_jpeg, ratio)
+        return real(data, ratio)
 
-    monkeypatch.setattr(tldata, "_decode", fails_at_one_eighth)
+    monkeypatch.setattr(decode, "_decode_jpeg", fails_at_one_eighth)
     report = tl.scan_image_tree(tree)
     assert sorted(p.name for p in report.sources) == ["picture.png", "picture.png"]
-    assert len(report.skipped[tldata.CORRUPT]) == 4
+    assert len(report.skipped[scan.CORRUPT]) == 4
     ds = tl.load_image_dataset(tree, image_size=(16, 16), shuffle=False, verbose=False)  # 1/8 scale for JPEGs here
     assert sum(int(x.shape[0]) for x, _ in ds) == 2
 
@@ -288,7 +351,7 @@ def test_a_second_scan_decodes_nothing_that_is_unchanged(copy_tree, isolated_hom
         assert not files, f"decoded again: {files}"
         return []
 
-    monkeypatch.setattr(tldata, "_undecodable", no_decoding)
+    monkeypatch.setattr(scan, "_undecodable", no_decoding)
     second = tl.scan_image_tree(tree)
     assert second.skipped == first.skipped and second.files == first.files
 
@@ -300,7 +363,7 @@ def test_unreadable_files_are_skipped_by_name(copy_tree, isolated_home):
     pipe = tree / "dogs" / "pipe.jpg"
     os.mkfifo(pipe)  # opening it would wait forever for a writer
     report = tl.scan_image_tree(tree)
-    assert report.skipped == {tldata.UNREADABLE: [broken, pipe]}
+    assert report.skipped == {scan.UNREADABLE: [broken, pipe]}
 
 
 def test_report_repr_is_a_short_summary(copy_tree, isolated_home):
@@ -315,7 +378,7 @@ def test_report_repr_is_a_short_summary(copy_tree, isolated_home):
     assert "skipped 30 (not an image" in text and "broken_00.jpg" in text and "broken_29.jpg" not in text
     assert str(report.sources[-1]) not in text
     # many kinds of problem, many long names: still short
-    many = tldata.ImageTreeReport(
+    many = scan.ImageTreeReport(
         root=tree,
         class_names=["cats", "dogs"],
         files=report.files,
@@ -335,7 +398,7 @@ def test_file_names_that_are_not_utf8_are_skipped_by_name(copy_tree, isolated_ho
     raw_name = os.fsencode(tree / "dogs") + b"/caf\xe9.jpg"  # Latin-1 bytes: not UTF-8
     shutil.copy(good, raw_name)
     report = tl.scan_image_tree(tree)
-    assert report.skipped == {tldata.BAD_NAME: [Path(os.fsdecode(raw_name))]}
+    assert report.skipped == {scan.BAD_NAME: [Path(os.fsdecode(raw_name))]}
     ds = tl.load_image_dataset(tree, image_size=(32, 32), verbose=False)
     assert sum(int(x.shape[0]) for x, _ in ds) == 4
 

@@ -12,23 +12,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import tlhelpers as tl
 from tlhelpers.explain import grad_cam
 
 from helpers import sample_images
 
 
 @pytest.fixture(scope="module")
-def classifier(sample):
-    """(model, base, head, images, labels): a trained cats-vs-dogs classifier and 8 validation photos."""
-    tl.set_seed(0)
-    base = tl.get_base_model("MobileNetV2", alpha=1.0, input_shape=(160, 160, 3))
-    train = tl.extract_features(base, sample / "train", progress=False, use_cache=False)
-    val = tl.extract_features(base, sample / "validation", progress=False, use_cache=False)
-    head, _ = tl.train_head(train, val, epochs=10, seed=0)
-    model = tl.build_classifier(base, 2, head=head)
+def classifier(trained):
+    """(model, base, head, images, labels): the session's cats-vs-dogs classifier and 8 validation photos."""
     images, labels = sample_images(8)
-    return model, base, head, images, labels
+    return trained.model, trained.base, trained.head, images, labels
 
 
 def manual_grad_cam(model, base, head, images, classes):

@@ -10,6 +10,7 @@ probabilities within 1e-4; quantized files are under a third of its size (int8 w
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -18,19 +19,16 @@ import tensorflow as tf
 
 import tlhelpers as tl
 from tlhelpers import export
-from tlhelpers.export import export_litert, litert_interpreter, litert_predict
+from tlhelpers.export import export_litert
+from tlhelpers.litert import litert_interpreter, litert_predict
 
 from helpers import SAMPLE
 
 
 @pytest.fixture(scope="module")
-def classifier():
-    """MobileNetV2 1.0 at 160 px with a head trained on cached features of the sample."""
-    base = tl.get_base_model("MobileNetV2", alpha=1.0, input_shape=(160, 160, 3))
-    train = tl.extract_features(base, SAMPLE / "train", progress=False)
-    val = tl.extract_features(base, SAMPLE / "validation", progress=False)
-    head, _ = tl.train_head(train, val, epochs=10, seed=0)
-    return base, tl.build_classifier(base, 2, head=head)
+def classifier(trained):
+    """The session's classifier: MobileNetV2 1.0 at 160 px with a head trained on cached features of the sample."""
+    return trained.base, trained.model
 
 
 @pytest.fixture(scope="module")
@@ -216,17 +214,22 @@ def test_models_that_are_not_classifiers_are_refused(classifier, out):
     assert not list(out.iterdir())
 
 
-def test_failed_conversion_keeps_the_old_file(classifier, out, monkeypatch):
+def test_a_write_cut_short_keeps_the_old_file(classifier, out, monkeypatch):
+    """The new file is written under another name and renamed into place: a write that
+    stops half-way (a full disk, a killed process) leaves the old file whole."""
     _, model = classifier
     target = out / "m.tflite"
     target.write_bytes(b"previous")
     monkeypatch.setattr(export, "_export_saved_model", lambda model, folder: None)
+    monkeypatch.setattr(export, "_convert", lambda *args: b"new flatbuffer " * 1000)
 
-    def fail(*args):
-        raise RuntimeError("The LiteRT converter failed: boom.")
+    def half_then_fail(self, data):
+        with open(self, "wb") as fh:
+            fh.write(data[: len(data) // 2])
+        raise OSError("No space left on device")
 
-    monkeypatch.setattr(export, "_convert", fail)
-    with pytest.raises(RuntimeError, match="boom"):
+    monkeypatch.setattr(Path, "write_bytes", half_then_fail)
+    with pytest.raises(OSError, match="No space left"):
         export_litert(model, target)
     assert target.read_bytes() == b"previous" and [p.name for p in out.iterdir()] == ["m.tflite"]
 

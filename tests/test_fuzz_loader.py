@@ -14,11 +14,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 import tlhelpers as tl
-from tlhelpers import data as tldata
-from tlhelpers._quiet import import_tensorflow_quietly
+from tlhelpers._tf import LIBJPEG_NOTICES, stderr_lines_dropped
 
 from helpers import SAMPLE
 
@@ -154,12 +154,17 @@ def _small_random_base():
         return base
 
 
-def test_loader_survives_a_thousand_damaged_files(tmp_path):
-    start = time.perf_counter()
-    import_tensorflow_quietly()  # timed apart: in a full run an earlier test has paid for it
-    imported = time.perf_counter()
-    tree = tmp_path / "fuzz"
+@pytest.fixture(scope="module")
+def fuzz_tree(tmp_path_factory):
+    """The fuzzed tree, written once for both tests: ``(tree, files, kinds)``."""
+    tree = tmp_path_factory.mktemp("fuzz") / "fuzz"
     files, kinds = _write_fuzz_tree(tree)
+    return tree, files, kinds
+
+
+def test_loader_survives_a_thousand_damaged_files(fuzz_tree):
+    tree, files, kinds = fuzz_tree
+    start = time.perf_counter()
     assert len(files) >= 1000 + N_GOOD and set(kinds) == {*KINDS, "good"}
 
     # (a) the scan finishes
@@ -180,42 +185,47 @@ def test_loader_survives_a_thousand_damaged_files(tmp_path):
     pillow_only = [p for p in skipped if _pillow_decodes(p)]
     assert pillow_only
 
-    # (b) iterating the pipeline over the whole tree finishes, at every JPEG decoding scale
-    # (48 px images decode at 1/1, 1/2, 1/4 and 1/8 scale for these sizes)
+    # (b) iterating the pipeline over the whole tree finishes, with Keras' decoder and at
+    # every scale of the fast one (48 px images decode at 1/1, 1/2, 1/4 and 1/8 for these sizes)
+    ds = tl.load_image_dataset(tree, image_size=(32, 32), batch_size=128, seed=0, cache=False, verbose=False)
+    assert sum(int(x.shape[0]) for x, _ in ds) == len(report.files)
     for size in ((32, 32), (20, 20), (12, 12), (6, 6)):
-        ds = tl.load_image_dataset(tree, image_size=size, batch_size=128, seed=0, cache=False, verbose=False)
+        ds = tl.load_image_dataset(tree, image_size=size, batch_size=128, seed=0, cache=False, verbose=False, decode="fast")
         assert sum(int(x.shape[0]) for x, _ in ds) == len(report.files)
 
     # (c) feature extraction with a small random-weights base finishes
-    features = tl.extract_features(_small_random_base(), tree, network="MobileNetV2", progress=False, use_cache=False)
+    features = tl.extract_features(_small_random_base(), tree, network="MobileNetV2", verbose=False, cache=False)
     assert features.features.shape[0] == len(report.files)
 
-    seconds = time.perf_counter() - imported
     print(
         f"\nfuzz: {len(files)} files ({sum(kinds.values()) - kinds['good']} damaged, {kinds['good']} good), "
         f"{len(used)} used, {len(skipped)} skipped ({len(pillow_only)} of them decodable by Pillow), "
-        f"{seconds:.1f} s (+ {imported - start:.1f} s importing TensorFlow); "
+        f"{time.perf_counter() - start:.1f} s; "
         f"skipped by reason: { {reason: len(paths) for reason, paths in report.skipped.items()} }"
     )
 
 
-def test_a_damaged_jpeg_decodes_at_one_eighth_scale_exactly_when_it_decodes_at_every_scale(tmp_path):
-    """The scan checks JPEGs at 1/8 scale only (the cheapest decode); the pipeline may decode
-    at 1, 1/2, 1/4 or 1/8. Over every kind of damage in the fuzzed files, the verdicts agree."""
+def test_a_damaged_jpeg_decodes_at_one_eighth_scale_exactly_when_it_decodes_in_any_way(fuzz_tree):
+    """The scan checks JPEGs at 1/8 scale only (the cheapest decode); the pipelines decode at
+    full size with Keras' decoder, or at 1, 1/2, 1/4 or 1/8 with the fast one. Over every
+    kind of damage in the fuzzed files, the verdicts agree."""
     import tensorflow as tf
 
-    files, _ = _write_fuzz_tree(tmp_path / "fuzz")
+    _, files, _ = fuzz_tree
     jpegs = [data for data in (f.read_bytes() for f in files) if data.startswith(b"\xff\xd8\xff")]
 
-    def decodes(data: bytes, ratio: int) -> bool:
+    def decodes(data: bytes, ratio: int | None) -> bool:
         try:
-            tf.io.decode_jpeg(data, channels=3, ratio=ratio, dct_method="INTEGER_FAST")
+            if ratio is None:  # Keras' loader
+                tf.io.decode_image(data, channels=3, expand_animations=False)
+            else:
+                tf.io.decode_jpeg(data, channels=3, ratio=ratio, dct_method="INTEGER_FAST")
             return True
         except (tf.errors.InvalidArgumentError, tf.errors.UnknownError, ValueError):
             return False
 
-    with tldata._decoder_messages_hidden():
-        verdicts = [[decodes(data, ratio) for ratio in tldata._JPEG_RATIOS] for data in jpegs]
+    with stderr_lines_dropped(LIBJPEG_NOTICES):
+        verdicts = [[decodes(data, ratio) for ratio in (None, 1, 2, 4, 8)] for data in jpegs]
     assert len(jpegs) > 500 and any(all(v) for v in verdicts) and any(not any(v) for v in verdicts)
     mixed = [i for i, v in enumerate(verdicts) if len(set(v)) > 1]
     assert not mixed, f"{len(mixed)} JPEGs decode at some scales only"

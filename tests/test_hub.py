@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 import tlhelpers as tl
+from tlhelpers import core, kit
 from tlhelpers import hub as tlhub
-from tlhelpers import kit
 
 from helpers import sample_images
 
-HANDLE = tlhub.MOBILENET_V2_FEATURE_VECTOR
+HANDLE = kit.MOBILENET_V2_FEATURE_VECTOR
 TFHUB_HANDLE = "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5"
 
 
@@ -21,15 +21,52 @@ def images():
     return sample_images(8, size=(224, 224))
 
 
+@pytest.fixture(scope="module")
+def frozen_extractor():
+    """The notebooks' TF Hub model, loaded once for the tests that only read it."""
+    return tl.hub_feature_extractor(HANDLE)
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No network: any download attempt (urllib, kagglehub, a raw socket) fails the test's call."""
+    import socket
+
+    import kagglehub
+
+    def refuse(*args, **kwargs):
+        raise OSError("network unreachable (simulated)")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr("urllib.request.urlopen", refuse)
+    monkeypatch.setattr(kagglehub, "model_download", refuse)
+
+
+@pytest.mark.parametrize("with_tensorflow_hub", [True, False], ids=["tensorflow_hub", "fallback"])
 @pytest.mark.parametrize("handle", [HANDLE, TFHUB_HANDLE])
-def test_handle_resolves_from_the_installed_cache(handle):
+def test_handle_resolves_from_the_installed_cache_without_the_network(handle, with_tensorflow_hub, offline, monkeypatch):
+    """The kit's cached models resolve with the network cut off, through tensorflow_hub's
+    hub.resolve and through the package's own resolver (for runtimes where tensorflow_hub
+    does not import); a handle that is not cached then fails, naming the offline kit."""
+    hub = tlhub.tensorflow_hub()
+    assert hub is not None  # a dependency: it imports here
+    used = []
+    if with_tensorflow_hub:
+        real = hub.resolve
+        monkeypatch.setattr(hub, "resolve", lambda h: used.append(h) or real(h))
+    else:
+        monkeypatch.setattr(tlhub, "tensorflow_hub", lambda: None)
     path = tlhub.resolve_handle(handle)
-    assert path.endswith(kit.hub_handle_dirname(handle))
+    assert path == str(core.hub_cache_dir() / kit.hub_handle_dirname(handle)) and used == (
+        [handle] if with_tensorflow_hub else []
+    )
+    with pytest.raises(RuntimeError, match="tlhelpers.kit install"):
+        tlhub.resolve_handle(handle.replace("mobilenet", "not-a-model"))
 
 
-def test_features_match_the_keras_application(images):
+def test_features_match_the_keras_application(images, frozen_extractor):
     x, _ = images
-    extractor = tl.hub_feature_extractor(HANDLE)
+    extractor = frozen_extractor
     assert extractor.output.shape == (None, 1280)
     reference = keras.applications.MobileNetV2(include_top=False, pooling="avg", alpha=1.0, input_shape=(224, 224, 3))
     expected = reference.predict(keras.applications.mobilenet_v2.preprocess_input(x.copy()), verbose=0)
@@ -37,9 +74,9 @@ def test_features_match_the_keras_application(images):
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
 
 
-def _train_in_sequential(trainable, images):
+def _train_in_sequential(trainable, images, extractor=None):
     x, y = images
-    extractor = tl.hub_feature_extractor(HANDLE, trainable=trainable)
+    extractor = extractor or tl.hub_feature_extractor(HANDLE, trainable=trainable)
     model = keras.Sequential([extractor, keras.layers.Dense(2, activation="softmax")])
     model.compile(keras.optimizers.SGD(0.05), "sparse_categorical_crossentropy", metrics=["accuracy"])
     before = extractor.predict(x, verbose=0)
@@ -47,8 +84,8 @@ def _train_in_sequential(trainable, images):
     return model, extractor, before
 
 
-def test_frozen_extractor_inside_sequential_trains_only_the_head(images):
-    model, extractor, before = _train_in_sequential(False, images)
+def test_frozen_extractor_inside_sequential_trains_only_the_head(images, frozen_extractor):
+    model, extractor, before = _train_in_sequential(False, images, frozen_extractor)
     assert extractor.trainable_weights == []
     assert len(model.trainable_weights) == 2
     np.testing.assert_array_equal(extractor.predict(images[0], verbose=0), before)
@@ -61,8 +98,8 @@ def test_trainable_extractor_really_fine_tunes(images):
     assert not np.allclose(extractor.predict(images[0], verbose=0), before)
 
 
-def test_saved_model_with_hub_layer_reloads(images, tmp_path):
-    model, _, _ = _train_in_sequential(False, images)
+def test_saved_model_with_hub_layer_reloads(images, tmp_path, frozen_extractor):
+    model, _, _ = _train_in_sequential(False, images, frozen_extractor)
     expected = model.predict(images[0], verbose=0)
     model.save(tmp_path / "hub.keras")
     reloaded = keras.saving.load_model(tmp_path / "hub.keras", safe_mode=True)
@@ -76,6 +113,7 @@ def test_local_savedmodel_path_works(images):
 
 def test_unreachable_handle_says_how_to_fix_it(tmp_path, monkeypatch):
     monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tlhub, "tensorflow_hub", lambda: None)  # the package's own download, through urllib
     monkeypatch.setattr("urllib.request.urlopen", _offline)
     with pytest.raises(RuntimeError, match="tfhub.dev sometimes refuses.*kaggle.*tlhelpers.kit install") as err:
         tl.hub_feature_extractor("https://tfhub.dev/google/imagenet/not_a_model/feature_vector/1")
@@ -132,7 +170,7 @@ def _savedmodel_folder(folder):
 
 
 def test_tfhub_url_downloads_the_compressed_archive_into_the_cache(tmp_path, monkeypatch):
-    """No tensorflow_hub involved: the ?tf-hub-format=compressed archive, extracted into TF Hub's cache layout."""
+    """The fallback without tensorflow_hub: the ?tf-hub-format=compressed archive, extracted into TF Hub's cache layout."""
     import functools
     import http.server
     import tarfile
@@ -160,6 +198,7 @@ def test_tfhub_url_downloads_the_compressed_archive_into_the_cache(tmp_path, mon
     try:
         cache = tmp_path / "cache"
         monkeypatch.setenv("TFHUB_CACHE_DIR", str(cache))
+        monkeypatch.setattr(tlhub, "tensorflow_hub", lambda: None)
         handle = f"http://127.0.0.1:{server.server_address[1]}/m"
         path = tlhub.resolve_handle(handle)
         assert path == str(cache / kit.hub_handle_dirname(handle)) and requests == ["/m?tf-hub-format=compressed"]
@@ -178,6 +217,7 @@ def test_kaggle_handle_resolves_through_kagglehub(tmp_path, monkeypatch):
     model = _savedmodel_folder(tmp_path / "kaggle_download")
     asked = []
     monkeypatch.setattr(kagglehub, "model_download", lambda path: asked.append(path) or str(model))
+    monkeypatch.setattr(tlhub, "tensorflow_hub", lambda: None)
     monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "cache"))
     handle = "https://www.kaggle.com/models/someone/some-model/TensorFlow2/feature-vector/3"
     path = tlhub.resolve_handle(handle)

@@ -19,6 +19,8 @@ from typing import ClassVar
 import pytest
 
 from tlhelpers import datasets, kit
+from tlhelpers.kit import build as kit_build
+from tlhelpers.kit.__main__ import main as kit_command
 
 
 def _stub_followed(path: Path) -> Path:
@@ -61,12 +63,12 @@ def test_command_line_install_and_damaged_kit(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TLHELPERS_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     src = _tiny_kit(tmp_path)
-    assert kit.main(["install", str(src)]) == 0, capsys.readouterr().err
+    assert kit_command(["install", str(src)]) == 0, capsys.readouterr().err
     assert "keras: 2 file(s) copied" in capsys.readouterr().out
     assert (tmp_path / "keras" / "models" / "alias.h5").read_bytes() == b"real weights"
     (src / "keras" / "models" / "weights.h5").write_bytes(b"real weightz")
     (tmp_path / "keras" / "models" / "weights.h5").unlink()
-    assert kit.main(["install", str(src)]) == 1
+    assert kit_command(["install", str(src)]) == 1
     assert "does not match its SHA256SUMS" in capsys.readouterr().err
     assert not (tmp_path / "keras" / "models" / "weights.h5").exists()
 
@@ -250,28 +252,26 @@ def _download_target(tmp_path, name: str):
 def test_download_stops_reading_past_the_expected_size(server, tmp_path):
     _, url = server
     dest = _download_target(tmp_path, "big.bin")
-    start = time.monotonic()
-    with pytest.raises(ValueError, match="expected 100000 bytes, the server sent more"):
-        datasets.download_file(f"{url}/endless", dest, size=100_000, deadline=30)
-    assert time.monotonic() - start < 5 and list(dest.parent.iterdir()) == []
+    # a reader that did not stop would run into the deadline instead (a TimeoutError)
+    with pytest.raises(ValueError, match="expected 100000 bytes, the server sent more: stopped reading"):
+        datasets.download_file(f"{url}/endless", dest, size=100_000, deadline=60)
+    assert list(dest.parent.iterdir()) == []
 
 
 def test_download_gives_up_at_its_deadline_although_every_read_succeeds(server, tmp_path):
     _, url = server
     dest = _download_target(tmp_path, "slow.bin")
-    start = time.monotonic()
     with pytest.raises(TimeoutError, match=r"gave up after the 0.5 s deadline.*/trickle: \d+ of 1000 bytes received"):
         datasets.download_file(f"{url}/trickle", dest, size=1000, timeout=5, deadline=0.5)
-    assert time.monotonic() - start < 3 and list(dest.parent.iterdir()) == []
+    assert list(dest.parent.iterdir()) == []
 
 
 def test_download_does_not_retry_a_client_error_but_retries_a_server_error(server, tmp_path):
     _, url = server
     dest = _download_target(tmp_path, "a.bin")
-    start = time.monotonic()
     with pytest.raises(OSError, match=r"missing.bin: HTTP 404 File not found \(not retried"):
         datasets.download_file(f"{url}/missing.bin", dest, retries=3)
-    assert _QuietHandler.requests == ["/missing.bin"] and time.monotonic() - start < 1
+    assert _QuietHandler.requests == ["/missing.bin"]
     with pytest.raises(OSError, match="error500: HTTP 500"):
         datasets.download_file(f"{url}/error500", dest, retries=1)
     assert _QuietHandler.requests.count("/error500") == 2 and list(dest.parent.iterdir()) == []
@@ -295,14 +295,27 @@ def test_download_falls_back_to_mirrors_and_reports_every_failure(server, tmp_pa
     assert list(dest.parent.iterdir()) == []
 
 
-def test_cats_and_dogs_come_from_the_current_address_first_with_the_old_one_as_mirror():
-    source = datasets.DATASETS["cats_and_dogs_filtered"]
-    assert source.urls == (
+def test_cats_and_dogs_are_fetched_from_the_current_address_first_then_the_old_one(tmp_path, monkeypatch):
+    """What fetch really asks the network for, in order: Google's current address for
+    cats_and_dogs_filtered, then the older one as a mirror; and the failure names both."""
+    import urllib.error
+
+    asked = []
+
+    def offline(url, *args, **kwargs):
+        asked.append(url if isinstance(url, str) else url.full_url)
+        raise urllib.error.URLError("network unreachable (simulated)")
+
+    monkeypatch.setattr("urllib.request.urlopen", offline)
+    target = tmp_path / "datasets"
+    with pytest.raises(OSError, match="every address failed") as failed:
+        datasets.fetch("cats_and_dogs_filtered", target_dir=target, retries=0)
+    assert asked == [
         "https://download.mlcc.google.com/mledu-datasets/cats_and_dogs_filtered.zip",
         "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip",
-    )
-    assert source.size == 68_606_236
-    assert datasets.DATASETS["flower_photos"].sha256 == "4c54ace7911aaffe13a365c34f650e71dd5bf1be0a58b464e5a7183e3e595d9c"
+    ]
+    assert all(url in str(failed.value) for url in asked)
+    assert list(target.iterdir()) == []  # nothing left behind
 
 
 def test_fetch_installs_a_dataset_atomically_and_retries_after_failure(server, tmp_path, monkeypatch):
@@ -358,9 +371,9 @@ def test_download_builds_a_kit_that_installs(server, tmp_path, monkeypatch, kit_
             (build / split / cls / "x.txt").write_text(split + cls)
     shutil.make_archive(str(www / "toy"), "zip", tmp_path, "toy")
     payload = (www / "toy.zip").read_bytes()
-    monkeypatch.setattr(kit, "KERAS_WEIGHTS_URL", url + "/")
-    monkeypatch.setattr(kit, "IMAGENET_CLASS_INDEX_URL", f"{url}/{kit.IMAGENET_CLASS_INDEX}")
-    monkeypatch.setattr(kit, "HUB_HANDLES", [f"{url}/models/feature_vector/5"])
+    monkeypatch.setattr(kit_build, "KERAS_WEIGHTS_URL", url + "/")
+    monkeypatch.setattr(kit_build, "IMAGENET_CLASS_INDEX_URL", f"{url}/{kit.IMAGENET_CLASS_INDEX}")
+    monkeypatch.setattr(kit_build, "HUB_HANDLES", [f"{url}/models/feature_vector/5"])
     monkeypatch.setitem(
         datasets.DATASETS,
         "toy",
@@ -369,7 +382,7 @@ def test_download_builds_a_kit_that_installs(server, tmp_path, monkeypatch, kit_
         ),
     )
     try:
-        built = kit.download(tmp_path / "newkit", datasets=["toy"])
+        built = kit_build.download(tmp_path / "newkit", datasets=["toy"])
     finally:
         _QuietHandler.rewrite = None
     assert len(list((built / "keras" / "models").glob("*.h5"))) == len(kit.MOBILENET_V2_WEIGHTS)

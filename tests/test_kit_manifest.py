@@ -5,12 +5,14 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import os
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from tlhelpers import core, datasets, kit
+from tlhelpers.kit.__main__ import main as kit_command
 
 LISTED = {
     "keras/models/weights_224.h5": b"weights",
@@ -202,7 +204,7 @@ def test_an_interrupted_install_leaves_no_dataset_that_looks_complete_and_a_reru
     assert not datasets._complete(toy, TOY) and not toy.exists()
     assert list(core.datasets_dir().iterdir()) == []  # no staging folder left behind either
     monkeypatch.setattr(kit, "_copy_verified", copy)
-    stale = core.datasets_dir() / ".toy.abc123.kit-tmp"  # what an install killed outright leaves
+    stale = core.datasets_dir() / f".toy.abc123{core.STAGING_SUFFIX}"  # what an install killed outright leaves
     (stale / "train").mkdir(parents=True)
     report = kit.install(src)
     assert report.copied == {"keras": 0, "tfhub_modules": 0, "datasets": 12}  # the weights and TF Hub models were complete
@@ -210,24 +212,35 @@ def test_an_interrupted_install_leaves_no_dataset_that_looks_complete_and_a_reru
 
 
 def test_two_installs_at_once_take_turns(tmp_path, dest, monkeypatch):
+    """Two installs started at the same moment: the lock makes one wait until the other has
+    finished, so that every file is copied once, by one of them. Without the lock both
+    would copy, their copies interleaved (each copy takes 20 ms here)."""
     src = _make_kit(tmp_path / "kit")
     copy = kit._copy_verified
+    copiers = []
+    both_started = threading.Barrier(2)
 
     def slow_copy(source: Path, target: Path, digest: str) -> None:
-        time.sleep(0.02)  # long enough for the two installs to overlap without the lock
+        copiers.append(threading.get_ident())
+        time.sleep(0.02)
         copy(source, target, digest)
+
+    def install(_):
+        both_started.wait(timeout=30)
+        return kit.install(src)
 
     monkeypatch.setattr(kit, "_copy_verified", slow_copy)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:  # an error in either install is raised here
-        reports = list(pool.map(lambda _: kit.install(src), range(2)))
+        reports = list(pool.map(install, range(2)))
     copied = {part: sum(report[part] for report in reports) for part in ("keras", "tfhub_modules", "datasets")}
     assert copied == {"keras": 2, "tfhub_modules": 4, "datasets": 12}  # each file once: the second found them in place
+    assert len(copiers) == 18 and len(set(copiers)) == 1, "the two installs copied at the same time"
     assert _installed(dest) == EXPECTED
 
 
 def test_command_line_reports_copied_and_skipped_files(tmp_path, dest, capsys):
     src = _make_kit(tmp_path / "kit", extra={"keras/models/stray.h5": b"x" * 1000})
-    assert kit.main(["install", str(src)]) == 0
+    assert kit_command(["install", str(src)]) == 0
     out = capsys.readouterr().out
     assert "keras: 2 file(s) copied\ntfhub_modules: 4 file(s) copied\ndatasets: 12 file(s) copied\n" in out
     assert "skipped 1 file(s) not listed in SHA256SUMS: keras/models/stray.h5\n" in out
@@ -236,7 +249,7 @@ def test_command_line_reports_copied_and_skipped_files(tmp_path, dest, capsys):
 def test_command_line_fails_with_one_error_line(tmp_path, dest, capsys):
     src = _make_kit(tmp_path / "kit")
     (src / "SHA256SUMS").unlink()
-    assert kit.main(["install", str(src)]) == 1
+    assert kit_command(["install", str(src)]) == 1
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.startswith("error: ") and captured.err.count("\n") == 1
     assert "SHA256SUMS" in captured.err
@@ -250,7 +263,7 @@ def test_the_kit_command_and_the_package_start_without_tensorflow():
 
     code = (
         "import sys, runpy\n"
-        "import tlhelpers, tlhelpers.kit, tlhelpers.core, tlhelpers.datasets\n"
+        "import tlhelpers, tlhelpers.kit, tlhelpers.core, tlhelpers.datasets, tlhelpers.scan\n"
         "sys.argv = ['tlhelpers.kit', '--help']\n"
         "try:\n    runpy.run_module('tlhelpers.kit', run_name='__main__')\nexcept SystemExit:\n    pass\n"
         "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n"

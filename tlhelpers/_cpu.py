@@ -6,10 +6,8 @@ the newer deep-learning instructions (AVX512_VNNI, AVX512_BF16, AMX); on the man
 CPUs without them (most AMD processors, Intel's before Cascade Lake, many cloud
 machines) it runs Eigen's, unless the environment variable
 ``TF_ENABLE_ONEDNN_OPTS=1`` is set *before* TensorFlow is imported. A notebook
-rarely does that. Measured on a 2-core AMD EPYC with AVX2 (TensorFlow 2.21, the
-benchmark's ``kernels`` phase, images per second at 160x160): MobileNetV2 1.0 153
-against 92, with BatchNorm folded 272 against 94, and fine-tuning from layer 100 109
-against 36 (``benchmarks/README.md``).
+rarely does that, and on such CPUs the difference is large (the benchmark's
+``kernels`` phase measures it: ``benchmarks/README.md``).
 
 ``import tlhelpers`` therefore sets ``TF_ENABLE_ONEDNN_OPTS=1`` when TensorFlow is not
 imported yet, the CPU is x86 and the variable is unset: a value the user set, ``0``
@@ -44,9 +42,8 @@ def prefer_onednn() -> bool:
 
 def onednn_enabled() -> bool:
     """Whether the TensorFlow imported in this process runs its oneDNN CPU kernels (imports TensorFlow)."""
-    from ._quiet import import_tensorflow_quietly
+    from . import _tf  # noqa: F401  (TensorFlow, imported quietly)
 
-    import_tensorflow_quietly()
     try:
         from tensorflow.python.util import _pywrap_util_port
     except ImportError:  # a TensorFlow build that moved it: say what the variable asked for

@@ -21,33 +21,17 @@ image instead of a fresh one every epoch.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from ._quiet import import_tensorflow_quietly
-
-import_tensorflow_quietly()
-
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from .data import (  # noqa: E402
-    _decoder_messages_hidden,
-    _parallel_calls,
-    _without_autotune,
-    check_split_arguments,
-    images_dataset,
-    pad_batch,
-    resolve_image_dir,
-    scan_deferring_decode,
-    split_files,
-)
-from .folding import fold_batchnorm, fold_frozen_batchnorm  # noqa: E402
-from .models import network_of, preprocessing_layer  # noqa: E402
+from ._tf import keras, tf
+from .data import first_pass, run_step
+from .decode import check_decoder, parallel_calls, without_autotune
+from .folding import fold_batchnorm, fold_frozen_batchnorm
+from .models import network_of, preprocessing_layer
 
 
 @dataclass
@@ -108,8 +92,8 @@ class ActivationSet:
         def gather(index):
             return tuple(tf.cast(tf.gather(t, index), tf.float32) for t in tensors), tf.gather(labels, index)
 
-        batches = rows.batch(batch_size).map(gather, num_parallel_calls=_parallel_calls(), deterministic=True)
-        return _without_autotune(batches.prefetch(2))
+        batches = rows.batch(batch_size).map(gather, num_parallel_calls=parallel_calls(), deterministic=True)
+        return without_autotune(batches.prefetch(2))
 
 
 def _producers(base: keras.Model) -> dict[int, int]:
@@ -212,7 +196,7 @@ class ActivationCache:
             self._folded = fold_batchnorm(self._bottom)  # frozen: the same tensors, faster
         preprocess, bottom = preprocessing_layer(self.network), self._folded
 
-        @tf.function  # one trace per batch size: _run pads the last batch to the others' size
+        @tf.function  # one trace: run_step pads the last batch to the others' size
         @tf.autograph.experimental.do_not_convert  # plain Python control flow only
         def step(images):
             if augmentation is not None:
@@ -226,23 +210,24 @@ class ActivationCache:
 
     def extract(
         self,
-        directory,
+        data,
         augmentation: keras.layers.Layer | None = None,
         augment_passes: int = 0,
-        seed: int | None = 0,
+        augment_seed: int = 0,
         batch_size: int = 32,
-        validation_split: float | None = None,
-        subset: str | None = None,
+        decode: str = "keras",
+        interpolation: str = "bilinear",
     ) -> ActivationSet:
-        """The cut's tensors for every usable image of a folder-per-class tree.
+        """The cut's tensors for every usable image of a folder, or of a split.
 
         Args:
-            directory: the image folder (or a named dataset split).
+            data: an image folder (or a named dataset split), or a dataset from
+                :func:`tlhelpers.load_image_dataset` / :func:`tlhelpers.load_splits`.
             augmentation: applied to the images of the augmented passes.
             augment_passes: how many augmented copies of each image to cache.
-            seed: seeds the augmented passes (and the split).
+            augment_seed: seeds the augmented passes.
             batch_size: images per batch through the bottom.
-            validation_split, subset: as in :func:`tlhelpers.load_image_dataset`.
+            decode, interpolation: how the images are read (:func:`tlhelpers.load_image_files`).
 
         Returns:
             An :class:`ActivationSet` (its ``training_dataset()`` feeds ``self.model.fit``,
@@ -250,51 +235,24 @@ class ActivationCache:
         """
         if augment_passes and augmentation is None:
             raise ValueError("augment_passes needs an augmentation layer, e.g. tlhelpers.augmentation_layers().")
+        check_decoder(decode)
         start = time.perf_counter()
-        check_split_arguments(validation_split, subset, seed, allow_both=False)
-        directory = resolve_image_dir(directory)
-        while True:  # twice only when the first pass finds files that do not decode (see extract_features)
-            report, check = scan_deferring_decode(directory)
-            chosen = split_files(list(zip(report.files, report.labels)), validation_split, seed)[subset]
-            files = [f for f, _ in chosen]
-            images = images_dataset(
-                files, range(len(files)), tuple(self.base.input_shape[1:3]), batch_size, cache=False, skip_undecodable=True
-            )
-            with _decoder_messages_hidden() if check.pending else contextlib.nullcontext():
-                first, decoded = self._run(self._step(), images, batch_size)
-            if not check.record(files, decoded):
-                break
-        labels = np.asarray([label for _, label in chosen], "int32")
-        passes = [first]
+        size = tuple(self.base.input_shape[1:3])
+        run = first_pass(data, self._step(), size, batch_size, decode, interpolation, dtype=self.dtype)
+        passes = [run.outputs]
         if augment_passes:
-            keras.utils.set_random_seed(seed if seed is not None else 0)
+            keras.utils.set_random_seed(augment_seed)
             augmented = self._step(augmentation)
-            passes += [self._run(augmented, images, batch_size)[0] for _ in range(augment_passes)]
+            passes += [run_step(augmented, run.images, batch_size, self.dtype)[0] for _ in range(augment_passes)]
         inputs = [np.concatenate([p[i] for p in passes]) for i in range(len(passes[0]))]
         return ActivationSet(
             inputs=inputs,
-            labels=np.tile(labels, 1 + augment_passes),
-            class_names=list(report.class_names),
-            files=[str(f) for f in files],
+            labels=np.tile(run.labels, 1 + augment_passes),
+            class_names=run.class_names,
+            files=run.files,
             passes=augment_passes,
             seconds=time.perf_counter() - start,
         )
-
-    def _run(self, step, images, batch_size: int) -> tuple[list[np.ndarray], np.ndarray]:
-        """``step`` over batches of ``(images, positions)``: the cut's tensors, and the positions that came out."""
-        chunks: list[list[np.ndarray]] = []
-        positions = []
-        for batch, where in images:
-            padded, count = pad_batch(batch, batch_size)
-            outs = [np.asarray(o)[:count].astype(self.dtype) for o in step(padded)]
-            if not chunks:
-                chunks = [[] for _ in outs]
-            for chunk, out in zip(chunks, outs):
-                chunk.append(out)
-            positions.append(where.numpy())
-        if not chunks:
-            raise ValueError("There are no images to extract activations from (an empty subset?).")
-        return [np.concatenate(c) for c in chunks], np.concatenate(positions)
 
 
 __all__ = ["ActivationCache", "ActivationSet", "best_cut", "crossing_tensors"]

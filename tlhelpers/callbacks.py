@@ -1,20 +1,16 @@
-"""Callbacks for the notebooks: per-batch statistics, early stopping, quiet progress,
-and training that survives being interrupted."""
+"""Callbacks for the notebooks: per-batch statistics, quiet progress, and training that
+survives being interrupted."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
 from pathlib import Path
 
-from ._quiet import import_tensorflow_quietly
-
-import_tensorflow_quietly()
-
-import keras  # noqa: E402
-
-from .core import atomic_path  # noqa: E402
+from ._tf import keras
+from .core import atomic_path
 
 
 class CollectBatchStats(keras.callbacks.Callback):
@@ -49,18 +45,6 @@ class CollectBatchStats(keras.callbacks.Callback):
         key = self._accuracy_key(logs)
         if key is not None:
             self.batch_acc.append(float(logs[key]))
-
-
-def early_stopping(
-    patience: int = 2, monitor: str = "val_loss", restore_best_weights: bool = True, **kwargs
-) -> keras.callbacks.EarlyStopping:
-    """``keras.callbacks.EarlyStopping`` that restores the best weights by default.
-
-    Stops after ``patience`` epochs without improvement of ``monitor`` and puts back
-    the weights of the best epoch, so the model you keep is the one that did best
-    on validation data rather than the last one.
-    """
-    return keras.callbacks.EarlyStopping(patience=patience, monitor=monitor, restore_best_weights=restore_best_weights, **kwargs)
 
 
 class EpochSummary(keras.callbacks.Callback):
@@ -98,18 +82,23 @@ def resumable_fit(
     callbacks=None,
     **fit_kwargs,
 ) -> keras.callbacks.History:
-    """``model.fit`` that picks up where an interrupted run stopped.
+    """``model.fit`` that picks up where an interrupted run stopped, built on Keras' callbacks.
 
-    After every epoch the whole model (weights and optimizer state) is saved to
-    ``checkpoint_dir/epoch-NNNN.keras`` and ``state.json`` is switched to it in one
-    atomic step, so a run killed at any moment leaves a consistent checkpoint. The
-    best model so far (by ``monitor``) is kept as ``checkpoint_dir/best.keras``.
-    Run the same call again after a crash or a killed kernel: it reloads the last
-    checkpoint and continues with the next epoch.
+    ``keras.callbacks.BackupAndRestore`` saves the model's weights and optimizer state
+    after every epoch into ``checkpoint_dir/backup`` (and keeps the state before, where
+    the Keras version offers ``double_checkpoint``); when the same call runs again after
+    a crash or a killed kernel, it restores them and training continues with the next
+    epoch. ``keras.callbacks.ModelCheckpoint`` keeps the best model so far (by
+    ``monitor``) as ``checkpoint_dir/best.keras``. What this function adds is what they
+    lack across an interruption: the history of the epochs before it (in
+    ``checkpoint_dir/history.json``, returned with the rest), the best value so far (a
+    restarted ``ModelCheckpoint`` would start from nothing and replace ``best.keras``
+    with a worse epoch), and ``best.keras`` written under another name and renamed into
+    place, so that a run killed while saving it leaves the previous one.
 
     Args:
-        model: a compiled model.
-        train_data: the training dataset.
+        model: a compiled, built model.
+        train_data: the training data (``x`` of ``fit``).
         checkpoint_dir: a folder for the checkpoints (created if needed).
         epochs: the total number of epochs, counting those already done.
         monitor, mode: what decides the best model (``"min"`` or ``"max"``).
@@ -122,50 +111,65 @@ def resumable_fit(
     """
     folder = Path(checkpoint_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    state_file = folder / "state.json"
-    state = {"epoch": 0, "checkpoint": None, "best": None, "history": {}}
-    if state_file.exists():
-        state = json.loads(state_file.read_text())
-        restored = keras.saving.load_model(folder / state["checkpoint"], compile=True, safe_mode=True)
-        model.set_weights(restored.get_weights())
-        if restored.optimizer is not None and model.optimizer is not None:
-            model.optimizer.build(model.trainable_variables)
-            for target, source in zip(model.optimizer.variables, restored.optimizer.variables):
-                target.assign(source)
-    saver = _EpochCheckpoint(folder, state, monitor, mode)
-    history = model.fit(
-        train_data, epochs=epochs, initial_epoch=state["epoch"], callbacks=[*(callbacks or []), saver], **fit_kwargs
-    )
-    history.history = {k: list(v) for k, v in state["history"].items()}
+    journal = _Journal(folder / "history.json")
+    partial, best = folder / "best.partial.keras", folder / "best.keras"
+    partial.unlink(missing_ok=True)  # an interrupted save
+    backup_options = {"delete_checkpoint": False}
+    if "double_checkpoint" in inspect.signature(keras.callbacks.BackupAndRestore).parameters:
+        backup_options["double_checkpoint"] = True
+    chain = [
+        *(callbacks or []),
+        _RecordHistory(journal),  # first: the epoch's metrics, before the state that says it is done
+        keras.callbacks.BackupAndRestore(str(folder / "backup"), **backup_options),
+        keras.callbacks.ModelCheckpoint(
+            str(partial), monitor=monitor, mode=mode, save_best_only=True, initial_value_threshold=journal.state["best"]
+        ),
+        _PutBestInPlace(journal, partial, best, monitor),
+    ]
+    history = model.fit(train_data, epochs=epochs, callbacks=chain, **fit_kwargs)
+    history.history = {k: list(v) for k, v in journal.state["history"].items()}
     return history
 
 
-class _EpochCheckpoint(keras.callbacks.Callback):
-    """Saves ``epoch-NNNN.keras``, then points ``state.json`` at it atomically."""
+class _Journal:
+    """``history.json``: every finished epoch's metrics and the best monitored value, written atomically."""
 
-    def __init__(self, folder: Path, state: dict, monitor: str, mode: str):
+    def __init__(self, path: Path):
+        self.path = path
+        self.state = json.loads(path.read_text()) if path.exists() else {"history": {}, "best": None}
+
+    def save(self) -> None:
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(json.dumps(self.state))
+
+
+class _RecordHistory(keras.callbacks.Callback):
+    """Appends each epoch's metrics to the journal; drops those of epochs a restart runs again."""
+
+    def __init__(self, journal: _Journal):
         super().__init__()
-        self.folder, self.state, self.monitor, self.mode = folder, state, monitor, mode
+        self.journal = journal
+
+    def on_epoch_begin(self, epoch, logs=None):
+        history = self.journal.state["history"]
+        for key in history:  # epochs recorded before the backup that says they were done
+            del history[key][epoch:]
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        value = logs.get(self.monitor)
-        best = self.state["best"]
-        if value is not None and (best is None or (value < best if self.mode == "min" else value > best)):
-            self.state["best"] = float(value)
-            _atomic_save(self.model, self.folder / "best.keras")
-        name = f"epoch-{epoch + 1:04d}.keras"
-        _atomic_save(self.model, self.folder / name)
-        previous = self.state["checkpoint"]
-        for key, val in logs.items():
-            self.state["history"].setdefault(key, []).append(float(val))
-        self.state.update(epoch=epoch + 1, checkpoint=name)
-        with atomic_path(self.folder / "state.json") as tmp:
-            tmp.write_text(json.dumps(self.state))
-        if previous and previous != name:
-            (self.folder / previous).unlink(missing_ok=True)
+        for key, value in (logs or {}).items():
+            self.journal.state["history"].setdefault(key, []).append(float(value))
+        self.journal.save()
 
 
-def _atomic_save(model: keras.Model, path: Path) -> None:
-    with atomic_path(path, suffix=".keras") as tmp:
-        model.save(tmp)
+class _PutBestInPlace(keras.callbacks.Callback):
+    """Renames the model ``ModelCheckpoint`` just saved to ``best.keras`` and records its value."""
+
+    def __init__(self, journal: _Journal, partial: Path, best: Path, monitor: str):
+        super().__init__()
+        self.journal, self.partial, self.best, self.monitor = journal, partial, best, monitor
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.partial.exists():
+            os.replace(self.partial, self.best)
+            self.journal.state["best"] = float((logs or {})[self.monitor])
+            self.journal.save()

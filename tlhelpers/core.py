@@ -1,7 +1,8 @@
-"""Paths, hashing and atomic writes: the TensorFlow-free core every other module uses.
+"""Paths, hashing, atomic writes and staged folders: the TensorFlow-free core every other module uses.
 
 Nothing here imports TensorFlow or Keras, so the kit command (``python -m
-tlhelpers.kit``) and the scanning of image folders start in a fraction of a second.
+tlhelpers.kit``), the setup check and the scanning of image folders start in a
+fraction of a second.
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = [
+    "STAGING_SUFFIX",
     "atomic_path",
     "datasets_dir",
     "home",
@@ -22,8 +25,14 @@ __all__ = [
     "hub_handle_dirname",
     "keras_home",
     "keras_models_dir",
+    "offline_advice",
+    "replace_folder",
     "sha256",
+    "staging_beside",
 ]
+
+#: The suffix of the scratch folders :func:`staging_beside` makes (an interrupted run leaves them behind).
+STAGING_SUFFIX = ".tlhelpers-staging"
 
 
 def home() -> Path:
@@ -105,3 +114,50 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def staging_beside(target: str | os.PathLike) -> Iterator[Path]:
+    """A fresh scratch folder beside ``target``, removed when the block ends, whatever happens.
+
+    Beside ``target`` means on the same file system, so a folder built in it can be
+    renamed into place in one step with :func:`replace_folder`: how every download,
+    extraction and kit install of the package puts a folder in place, so that no
+    interrupted run leaves a folder that looks complete. The scratch folder's name ends
+    in :data:`STAGING_SUFFIX`.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=STAGING_SUFFIX, dir=target.parent))
+    try:
+        os.chmod(work, 0o755)  # like a folder made under the usual umask (mkdtemp's start private)
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def replace_folder(new: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Move the folder ``new`` to ``target``, replacing whatever is there.
+
+    The old folder is first renamed aside (beside ``new``, which must be on the same
+    file system as ``target``: a folder from :func:`staging_beside`) and deleted last,
+    so ``target`` is at every moment absent, the old folder or the new one: never
+    half-deleted or half-written.
+    """
+    new, target = Path(new), Path(target)
+    old = new.with_name(new.name + ".old")
+    if target.is_symlink() or target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    if old.is_symlink():
+        old.unlink()
+    else:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def offline_advice() -> str:
+    """What to do when something must be downloaded and the network is out of reach."""
+    return (
+        "Connect to the internet, or install the offline kit: `python -m tlhelpers.kit install PATH/TO/kit` "
+        "(build one on a machine with internet access with `python -m tlhelpers.kit download PATH/TO/kit`)."
+    )

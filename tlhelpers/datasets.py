@@ -14,7 +14,6 @@ import os
 import platform
 import shutil
 import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -136,10 +135,7 @@ def dataset_path(name: str, download: bool = True) -> Path:
 
 
 def _missing_message(name: str, folder: Path, why: str) -> str:
-    return (
-        f"The dataset {name!r} is not installed in {folder} and could not be downloaded ({why}). "
-        "Connect to the internet, or install the offline kit: `python -m tlhelpers.kit install PATH/TO/kit`."
-    )
+    return f"The dataset {name!r} is not installed in {folder} and could not be downloaded ({why}). " + core.offline_advice()
 
 
 def fetch(
@@ -167,39 +163,20 @@ def fetch(
     target = target_root / name
     if _complete(target, source):
         return target
-    target_root.mkdir(parents=True, exist_ok=True)
     if source.urls[0].startswith("kaggle://"):
         return _fetch_kaggle(source, target)
-    with tempfile.TemporaryDirectory(dir=target_root, prefix=f".{name}-") as tmp:
-        archive = Path(tmp) / Path(urllib.parse.urlsplit(source.urls[0]).path).name
+    with core.staging_beside(target) as work:
+        archive = work / Path(urllib.parse.urlsplit(source.urls[0]).path).name
         download_file(source.urls, archive, size=source.size, sha256=source.sha256, retries=retries, deadline=deadline)
-        staging = Path(tmp) / "extracted"
-        safe_extract(archive, staging)
-        _install_extracted(staging / source.root, target, source)
+        safe_extract(archive, work / "extracted")
+        _install_extracted(work / "extracted" / source.root, target, source)
     return target
-
-
-def replace_folder(new: Path, target: Path) -> None:
-    """Move the folder ``new`` to ``target``, replacing whatever is there.
-
-    The old folder is first renamed aside (beside ``new``, which must be on the same
-    file system as ``target``) and deleted last, so ``target`` is at every moment
-    absent, the old folder or the new one: never half-deleted or half-written.
-    """
-    old = new.with_name(new.name + ".old")
-    if target.is_symlink() or target.exists():
-        os.replace(target, old)
-    os.replace(new, target)
-    if old.is_symlink():
-        old.unlink()
-    else:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _install_extracted(extracted: Path, target: Path, source: DatasetSource) -> None:
     if not _complete(extracted, source):
         raise ValueError(f"The archive does not hold the expected folder {source.root!r} with {source.splits}.")
-    replace_folder(extracted, target)
+    core.replace_folder(extracted, target)
 
 
 def _fetch_kaggle(source: DatasetSource, target: Path) -> Path:
@@ -214,10 +191,9 @@ def _fetch_kaggle(source: DatasetSource, target: Path) -> Path:
     found = next((c for c in candidates if _complete(c, source)), None)
     if found is None:
         raise ValueError(f"The Kaggle dataset {handle} does not hold the expected {source.splits} folders.")
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}-") as tmp:
-        staging = Path(tmp) / "copy"
-        shutil.copytree(found, staging)
-        _install_extracted(staging, target, source)
+    with core.staging_beside(target) as work:
+        shutil.copytree(found, work / "copy")
+        _install_extracted(work / "copy", target, source)
     return target
 
 

@@ -19,12 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._quiet import import_tensorflow_quietly
-
-import_tensorflow_quietly()
-
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
+from ._tf import keras, tf
 
 _SQUASHING = ("softmax", "sigmoid")
 

@@ -3,10 +3,8 @@
 :func:`export_litert` turns a classifier that takes ``[0, 255]`` images and returns
 class probabilities (or the SavedModel ``model.export`` wrote for one) into a
 ``.tflite`` file for phones, browsers and small boards, optionally quantized, and
-reports in an :class:`ExportResult` how closely the file agrees with the model.
-:func:`litert_predict` runs such a file on images with the LiteRT runtime, and
-:func:`litert_interpreter` opens one for hand-written ``set_tensor`` / ``invoke``
-loops; both need the ``ai-edge-litert`` package (``pip install "tlhelpers[litert]"``).
+reports in an :class:`ExportResult` how closely the file agrees with the model (which
+runs the file with :mod:`tlhelpers.litert`, the ``ai-edge-litert`` runtime).
 
 The conversion takes one route on every Keras 3 version: ``model.export(folder)``
 writes a SavedModel, and ``tf.lite.TFLiteConverter.from_saved_model`` converts it
@@ -35,19 +33,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ._quiet import import_tensorflow_quietly
+from . import core
+from ._tf import keras, stderr_lines_dropped, tf
+from .litert import BatchRunner, image_batches, litert_interpreter
 
-import_tensorflow_quietly()
-
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from . import core  # noqa: E402
+#: What the converter prints to stderr on a successful int8 conversion (its settings), which no one needs to read.
+CONVERTER_NOTICES = (r"^fully_quantize: \d+, inference_type: ",)
 
 #: The quantization modes :func:`export_litert` offers.
 QUANTIZATIONS = ("none", "dynamic", "int8")
-
-_INSTALL_HINT = 'pip install "tlhelpers[litert]" (or: pip install ai-edge-litert)'
 
 
 @dataclass
@@ -82,14 +76,6 @@ class ExportResult:
     def size_mb(self) -> float:
         """The file's size in megabytes (10**6 bytes)."""
         return self.size_bytes / 1e6
-
-
-def _logs_hidden():
-    """Hide what the converter and the runtime print straight to file descriptor 2
-    (``TLHELPERS_TF_LOGS=1`` keeps it)."""
-    from ._quiet import _stderr_silenced
-
-    return contextlib.nullcontext() if os.environ.get("TLHELPERS_TF_LOGS") else _stderr_silenced()
 
 
 def _check_path(path: str | os.PathLike) -> Path:
@@ -188,8 +174,7 @@ class _KerasSource:
     @contextlib.contextmanager
     def saved_model(self) -> Iterator[str]:
         with tempfile.TemporaryDirectory(prefix="tlhelpers-savedmodel-") as folder:
-            with _logs_hidden():
-                _export_saved_model(self.model, folder)
+            _export_saved_model(self.model, folder)
             yield folder
 
 
@@ -202,8 +187,7 @@ class _SavedModelSource:
                 f"{folder} is not a SavedModel folder (it has no saved_model.pb). Pass the Keras model, or the "
                 "folder model.export(folder) wrote."
             )
-        with _logs_hidden():
-            loaded = tf.saved_model.load(str(folder))
+        loaded = tf.saved_model.load(str(folder))
         self.folder = folder
         self._loaded = loaded  # keeps the signature's variables alive
         self.function = loaded.signatures.get("serving_default")
@@ -248,65 +232,11 @@ def _source(model) -> _KerasSource | _SavedModelSource:
     raise TypeError(f"export_litert takes a keras.Model or a SavedModel folder, got {type(model).__name__}.")
 
 
-def _batches(data, what: str, image_shape=None, batch_size: int = 32) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    """``(images, labels or None)`` batches of at most ``batch_size`` float32 images from an
-    array of images (or one image), an ``(images, labels)`` tuple of arrays, or a
-    ``tf.data`` dataset of images or ``(images, labels)``, batched or not."""
-    if isinstance(data, tf.data.Dataset):
-        source = data
-    else:
-        labels = None
-        if isinstance(data, (tuple, list)) and len(data) == 2 and np.ndim(data[0]) == 4:
-            data, labels = data[0], np.asarray(data[1])
-        images = np.asarray(data, "float32")
-        if images.ndim == 3:
-            images = images[None]
-        if labels is not None and len(labels) != len(images):
-            raise ValueError(f"The {what} has {len(images)} images but {len(labels)} labels.")
-        source = (
-            (images[i : i + batch_size], None if labels is None else labels[i : i + batch_size])
-            for i in range(0, len(images), batch_size)
-        )
-    pending_x, pending_y = [], []
-    for element in source:
-        x, y = (element[0], element[1] if len(element) > 1 else None) if isinstance(element, (tuple, list)) else (element, None)
-        x = np.asarray(x, "float32")
-        if x.ndim == 3:  # one image of an unbatched dataset
-            x = x[None]
-            y = None if y is None else np.asarray(y)[None]
-        if x.ndim != 4:
-            raise ValueError(
-                f"The {what} must be images shaped (height, width, channels), in batches or not; got shape {x.shape}."
-            )
-        if image_shape is not None and tuple(x.shape[1:]) != tuple(image_shape):
-            raise ValueError(
-                f"The {what} are {tuple(x.shape[1:])} images but the model takes {tuple(image_shape)}: "
-                f"load them with image_size={tuple(image_shape[:2])}."
-            )
-        if y is not None:
-            y = np.asarray(y)
-            y = y.argmax(axis=-1) if y.ndim == 2 else y.reshape(-1)  # one-hot or integer labels
-        pending_x.append(x)
-        pending_y.append(y)
-        if sum(len(p) for p in pending_x) >= batch_size:
-            yield _joined(pending_x, pending_y)
-            pending_x, pending_y = [], []
-    if pending_x:
-        yield _joined(pending_x, pending_y)
-
-
-def _joined(xs: list[np.ndarray], ys: list) -> tuple[np.ndarray, np.ndarray | None]:
-    images = xs[0] if len(xs) == 1 else np.concatenate(xs)
-    if any(y is None for y in ys):
-        return images, None
-    return images, ys[0] if len(ys) == 1 else np.concatenate(ys)
-
-
 def _calibration_images(data, image_shape, samples: int) -> np.ndarray:
     """Up to ``samples`` images for int8 calibration: the first ones of a ``tf.data``
     dataset (shuffle it, so that they cover every class), evenly spaced ones of an array."""
     parts, count = [], 0
-    for x, _ in _batches(data, "representative data", image_shape):
+    for x, _ in image_batches(data, "representative data", image_shape):
         parts.append(x)
         count += len(x)
         if isinstance(data, tf.data.Dataset) and count >= samples:
@@ -341,7 +271,7 @@ def _convert(saved_model: str, quantization: str, calibration: np.ndarray | None
         converter.inference_input_type = tf.float32  # the default, said out loud: float [0, 255] pixels in,
         converter.inference_output_type = tf.float32  # float probabilities out
     try:
-        with _logs_hidden():
+        with stderr_lines_dropped(CONVERTER_NOTICES):
             return converter.convert()
     except Exception as err:
         lines = str(err).strip().splitlines()
@@ -406,11 +336,11 @@ def export_litert(
             (the default), or one per tensor with ``False`` (the classifier's final
             dense layer keeps one per class). A LiteRT file stores each scale in 4 bytes
             and its zero point in 8, for the weights and, with ``"int8"``, again for the
-            int32 biases: on MobileNetV2, whose depthwise filters have 9 weights per
-            channel, that is 0.4 MB of a 2.7 MB int8 file.
-            One scale per tensor saves it, but one range must then fit channels whose
-            weights differ by orders of magnitude: the cats-vs-dogs classifier of
-            notebook 7 fell from 97% to 70% (int8) and to 50% (dynamic range).
+            int32 biases, a real share of a file for a network with small depthwise
+            filters such as MobileNetV2's. One scale per tensor saves those bytes, but
+            one range must then fit every channel of a tensor, and channels whose
+            weights differ by orders of magnitude lose precision: notebook 7 measures
+            both on its classifier.
 
     Returns:
         An :class:`ExportResult`: the path, the size and, with ``validation_data``, the
@@ -459,10 +389,10 @@ def export_litert(
 
 def _compare(result: ExportResult, source: _KerasSource | _SavedModelSource, validation_data) -> None:
     """Run both models on the validation images and fill in the agreement fields."""
-    runner = _Runner(litert_interpreter(result.path))
+    runner = BatchRunner(litert_interpreter(result.path))
     agree = correct = keras_correct = labelled = compared = 0
     max_diff = 0.0
-    for images, labels in _batches(validation_data, "validation data", source.image_shape):
+    for images, labels in image_batches(validation_data, "validation data", source.image_shape):
         reference = source.predict_batch(images)
         probabilities = runner(images)
         agree += int((probabilities.argmax(-1) == reference.argmax(-1)).sum())
@@ -482,102 +412,4 @@ def _compare(result: ExportResult, source: _KerasSource | _SavedModelSource, val
         result.keras_accuracy = keras_correct / compared
 
 
-def litert_interpreter(path: str | os.PathLike, num_threads: int | None = None):
-    """A LiteRT ``Interpreter`` for a ``.tflite`` file, its tensors allocated.
-
-    The chores around ``ai_edge_litert.interpreter.Interpreter(model_path=...)``: a
-    clear message when the file or the runtime is missing, and the runtime's
-    "Created TensorFlow Lite XNNPACK delegate" line hidden.
-
-    Args:
-        path: the ``.tflite`` file.
-        num_threads: CPU threads the interpreter may use (``None``: the runtime's choice).
-
-    Returns:
-        An ``ai_edge_litert.interpreter.Interpreter``, ready for ``set_tensor`` /
-        ``invoke`` / ``get_tensor``.
-
-    Raises:
-        ImportError: when ``ai-edge-litert`` is not installed (the message says how).
-        FileNotFoundError: when there is no such file.
-    """
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError as err:
-        raise ImportError(f"Running a .tflite file needs the LiteRT runtime: {_INSTALL_HINT}.") from err
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"There is no LiteRT file at {path}; write one with tl.export_litert(model, path).")
-    with _logs_hidden():
-        interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
-        interpreter.allocate_tensors()
-    return interpreter
-
-
-class _Runner:
-    """Runs batches of float ``[0, 255]`` images through one interpreter, resizing its
-    input to each batch and converting to and from quantized input and output types."""
-
-    def __init__(self, interpreter):
-        self.interpreter = interpreter
-        self.input = interpreter.get_input_details()[0]
-        self.output = interpreter.get_output_details()[0]
-        self.shape = tuple(self.input["shape"])
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        it, inp = self.interpreter, self.input
-        expected = tuple(inp["shape_signature"][1:])
-        if len(expected) != images.ndim - 1 or any(e not in (-1, d) for e, d in zip(expected, images.shape[1:])):
-            raise ValueError(
-                f"The file takes images shaped {tuple(int(d) for d in inp['shape'][1:])}; got {tuple(images.shape[1:])}."
-            )
-        if self.shape != images.shape:
-            it.resize_tensor_input(inp["index"], list(images.shape))
-            it.allocate_tensors()
-            self.shape = images.shape
-        it.set_tensor(inp["index"], _quantized(images, inp))
-        it.invoke()
-        out = it.get_tensor(self.output["index"])
-        scale, zero_point = self.output["quantization"]
-        if np.issubdtype(out.dtype, np.integer) and scale:
-            out = (out.astype("float32") - zero_point) * scale
-        return np.asarray(out, "float32")
-
-
-def _quantized(images: np.ndarray, detail: dict) -> np.ndarray:
-    """Images in the input tensor's type: as they are for float, scaled and rounded for int8/uint8."""
-    dtype = detail["dtype"]
-    if not np.issubdtype(dtype, np.integer):
-        return images.astype(dtype, copy=False)
-    scale, zero_point = detail["quantization"]
-    info = np.iinfo(dtype)
-    return np.clip(np.round(images / scale + zero_point), info.min, info.max).astype(dtype)
-
-
-def litert_predict(path: str | os.PathLike, images, num_threads: int | None = None, batch_size: int = 32) -> np.ndarray:
-    """Class probabilities from a ``.tflite`` classifier, run with the LiteRT runtime.
-
-    Args:
-        path: a file from :func:`export_litert` (or any image classifier ``.tflite``
-            file; int8 or uint8 inputs and outputs are quantized and dequantized here).
-        images: ``[0, 255]`` images: an array ``(n, height, width, 3)`` or one image
-            ``(height, width, 3)``, or a ``tf.data`` dataset of images or
-            ``(images, labels)`` (labels are ignored).
-        num_threads: CPU threads for the interpreter (``None``: the runtime's choice).
-        batch_size: images per ``invoke``; the input tensor is resized to the batch.
-
-    Returns:
-        ``(n, classes)`` float32 probabilities, in the order of the images.
-
-    Raises:
-        ImportError: without ``ai-edge-litert``: ``pip install "tlhelpers[litert]"``.
-        FileNotFoundError, ValueError: for a missing file or images of the wrong shape.
-    """
-    runner = _Runner(litert_interpreter(path, num_threads))
-    out = [runner(x) for x, _ in _batches(images, "images", batch_size=batch_size)]
-    if not out:
-        raise ValueError("There are no images to predict.")
-    return np.concatenate(out)
-
-
-__all__ = ["QUANTIZATIONS", "ExportResult", "export_litert", "litert_interpreter", "litert_predict"]
+__all__ = ["QUANTIZATIONS", "ExportResult", "export_litert"]

@@ -17,40 +17,26 @@ epoch, and extraction costs ``k`` more passes (still once, not every epoch).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import sys
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ._quiet import import_tensorflow_quietly
-
-import_tensorflow_quietly()
-
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from . import core  # noqa: E402
-from .data import (  # noqa: E402
-    _decoder_messages_hidden,
-    check_class_names,
-    check_split_arguments,
-    images_dataset,
-    pad_batch,
-    resolve_image_dir,
-    scan_deferring_decode,
-    split_files,
-)
-from .folding import fold_batchnorm  # noqa: E402
-from .models import classifier_head, network_of, preprocessing_layer  # noqa: E402
+from . import core
+from ._tf import keras, tf
+from .data import first_pass, run_step
+from .decode import check_decoder
+from .folding import fold_batchnorm
+from .models import classifier_head, network_of, preprocessing_layer
+from .scan import check_class_names
 
 _EVAL_BATCH = 1024  # rows per validation batch in train_head (any size gives the same metrics)
-_FORMAT_VERSION = 2  # 2: the last batch of an augmented pass is padded (other random draws)
+_FORMAT_VERSION = 3  # the layout of a cache file and the meaning of its key; a new value forgets old files
 
 
 @dataclass
@@ -129,10 +115,14 @@ def feature_key(
     augment_passes: int = 0,
     seed: int | None = None,
     digest: str | None = None,
+    decode: str = "keras",
+    interpolation: str = "bilinear",
 ) -> str:
     """The cache key: a SHA-256 over everything that changes the feature vectors
     (``digest``: the base's :func:`weights_digest`, computed when not given)."""
     spec = {
+        "decode": decode,
+        "interpolation": interpolation,
         "version": _FORMAT_VERSION,
         "base": base.name,
         "input_shape": list(base.input_shape[1:]),
@@ -196,8 +186,6 @@ def _extractor(base: keras.Model, network: str, digest: str, augmentation=None):
     Folding BatchNorm and tracing the graph take seconds; extracting the training and
     the validation folder one after the other reuses them.
     """
-    import weakref
-
     for stale in [k for k, v in _EXTRACTORS.items() if v[0]() is not base]:
         del _EXTRACTORS[stale]  # do not keep other bases' models alive
     model_key = (id(base), digest, network)
@@ -209,7 +197,7 @@ def _extractor(base: keras.Model, network: str, digest: str, augmentation=None):
     if hit is not None and hit[2] is augmentation:
         return hit[1]
 
-    @tf.function  # one trace per batch size: _run pads the last batch to the others' size
+    @tf.function  # one trace: run_step pads the last batch to the others' size
     def step(images):
         if augmentation is not None:
             images = augmentation(images, training=True)
@@ -219,106 +207,90 @@ def _extractor(base: keras.Model, network: str, digest: str, augmentation=None):
     return step
 
 
-def _run(step, dataset, total: int, desc: str, progress: bool, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """``step`` over every batch of ``(images, positions)``: the outputs and the positions that came out."""
-    from tqdm.auto import tqdm
-
-    out, positions = [], []
-    bar = tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False, mininterval=1.0, file=sys.stdout)
-    with bar:
-        for images, where in dataset:
-            padded, count = pad_batch(images, batch_size)
-            out.append(step(padded).numpy()[:count])
-            positions.append(where.numpy())
-            bar.update(count)
-    if not out:
-        raise ValueError("There are no images to extract features from (an empty subset?).")
-    return np.concatenate(out).astype("float32"), np.concatenate(positions)
-
-
 def extract_features(
     base: keras.Model,
-    directory: str | os.PathLike,
+    data,
     image_size: tuple[int, int] | None = None,
     network: str | None = None,
     augmentation: keras.layers.Layer | None = None,
     augment_passes: int = 0,
-    seed: int | None = 0,
+    augment_seed: int = 0,
     batch_size: int = 32,
-    use_cache: bool = True,
-    progress: bool = True,
-    validation_split: float | None = None,
-    subset: str | None = None,
+    cache: bool = True,
+    verbose: bool = True,
+    decode: str = "keras",
+    interpolation: str = "bilinear",
 ) -> FeatureSet:
-    """The pooled features of every usable image in a folder-per-class tree, cached.
+    """The pooled features of every usable image of a folder, or of a split, cached on disk.
 
     Args:
-        base: a frozen base from :func:`tlhelpers.get_base_model`.
-        directory: the image folder (or a named dataset split, as in
-            :func:`tlhelpers.load_image_dataset`).
+        base: a frozen base from :func:`tlhelpers.get_base_model` (or ``keras.applications``).
+        data: an image folder (or a named dataset split, as in
+            :func:`tlhelpers.load_image_dataset`), or a dataset from
+            :func:`tlhelpers.load_image_dataset` or :func:`tlhelpers.load_splits`: then
+            exactly its files (``file_paths``), split as it was split.
         image_size: ``(height, width)``; the base's input size by default.
         network: the architecture name for preprocessing (guessed from the base).
         augmentation: a layer applied to images in the augmented passes.
         augment_passes: how many augmented copies of each image to extract.
-        seed: seeds the augmented passes, so that they are reproducible.
+        augment_seed: seeds the augmented passes, so that they are reproducible.
         batch_size: images per batch through the base.
-        use_cache: read and write the on-disk cache (:func:`cache_dir`).
-        progress: show a progress bar while extracting.
-        validation_split, subset: take only the ``"training"`` or ``"validation"``
-            part of the folder, split exactly as :func:`tlhelpers.load_image_dataset`
-            splits it with the same ``seed``.
+        cache: read and write the on-disk cache (:func:`cache_dir`).
+        verbose: show a progress bar while extracting.
+        decode, interpolation: how the images are read (:func:`tlhelpers.load_image_files`).
 
     Returns:
         A :class:`FeatureSet`; ``from_cache`` tells whether it was a cache hit.
     """
     if augment_passes and augmentation is None:
         raise ValueError("augment_passes needs an augmentation layer, e.g. tlhelpers.augmentation_layers().")
-    directory = resolve_image_dir(directory)
+    check_decoder(decode)
     image_size = tuple(image_size or base.input_shape[1:3])
     network = network or network_of(base)
-    check_split_arguments(validation_split, subset, seed, allow_both=False)
     digest = weights_digest(base)
-    while True:  # twice only when the first pass finds files that do not decode
-        # The first pass decodes every file anyway: the scan leaves TensorFlow's decode check to it.
-        report, check = scan_deferring_decode(directory)
-        chosen = split_files(list(zip(report.files, report.labels)), validation_split, seed)[subset]
-        files = [f for f, _ in chosen]
-        key = feature_key(base, files, image_size, network, augmentation, augment_passes, seed, digest=digest)
-        path = cache_dir() / f"{key}.npz"
-        if use_cache:
-            hit = _load(path)
-            if hit is not None:
-                check.record(files, range(len(files)))  # they were all decoded when the cache was written
-                return hit
+    paths: dict[str, Path] = {}
+    start = time.perf_counter()
 
-        start = time.perf_counter()
-        plain = images_dataset(
-            files, range(len(files)), image_size=image_size, batch_size=batch_size, cache=False, skip_undecodable=True
+    def stored(files, labels, class_names):
+        key = feature_key(
+            base, files, image_size, network, augmentation, augment_passes, augment_seed, digest, decode, interpolation
         )
-        with _decoder_messages_hidden() if check.pending else contextlib.nullcontext():
-            features, decoded = _run(_extractor(base, network, digest), plain, len(files), "features", progress, batch_size)
-        if not check.record(files, decoded):
-            break
-    first_pass = time.perf_counter() - start
+        paths["cache"] = cache_dir() / f"{key}.npz"
+        return _load(paths["cache"]) if cache else None
+
+    run = first_pass(
+        data,
+        _extractor(base, network, digest),
+        image_size,
+        batch_size,
+        decode,
+        interpolation,
+        reuse=stored,
+        desc="features",
+        verbose=verbose,
+    )
+    if run.reused is not None:
+        return run.reused
     passes = []
     if augment_passes:
-        keras.utils.set_random_seed(seed if seed is not None else 0)
+        keras.utils.set_random_seed(augment_seed)
         step = _extractor(base, network, digest, augmentation)
         for i in range(augment_passes):
-            passes.append(_run(step, plain, len(files), f"augmented pass {i + 1}/{augment_passes}", progress, batch_size)[0])
-    augmented = np.stack(passes) if passes else np.zeros((0, *features.shape), "float32")
+            desc = f"augmented pass {i + 1}/{augment_passes}"
+            passes.append(run_step(step, run.images, batch_size, "float32", len(run.files), desc, verbose)[0][0])
+    features = run.outputs[0]
     fs = FeatureSet(
         features=features,
-        labels=np.asarray([label for _, label in chosen], "int32"),
-        class_names=list(report.class_names),
-        files=[str(f) for f in files],
-        augmented=augmented,
+        labels=run.labels,
+        class_names=run.class_names,
+        files=run.files,
+        augmented=np.stack(passes) if passes else np.zeros((0, *features.shape), "float32"),
         seconds=time.perf_counter() - start,
-        images_per_second=len(files) / first_pass if first_pass else 0.0,
-        cache_file=path if use_cache else None,
+        images_per_second=len(run.files) / run.seconds if run.seconds else 0.0,
+        cache_file=paths["cache"] if cache else None,
     )
-    if use_cache:
-        _save(path, fs)
+    if cache:
+        _save(paths["cache"], fs)
     return fs
 
 

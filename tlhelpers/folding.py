@@ -17,11 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from ._quiet import import_tensorflow_quietly
-
-import_tensorflow_quietly()
-
-import keras  # noqa: E402
+from ._tf import keras
 
 
 class _Passthrough(keras.layers.Layer):

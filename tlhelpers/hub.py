@@ -2,49 +2,56 @@
 
 ``hub.KerasLayer`` is built on the legacy ``tf_keras`` package, and Keras 3 refuses
 it: "Only instances of keras.Layer can be added to a Sequential model".
-:class:`HubFeatureExtractor` loads the same TF2 SavedModel with ``tf.saved_model.load`` and
+:class:`HubFeatureExtractor` loads the same TF2 SavedModel (what ``hub.load`` does) and
 wraps it in a ``keras.layers.Layer`` whose weights *are* the SavedModel's variables,
 so it can be frozen, fine-tuned, saved and reloaded like any other Keras layer.
+
+Handles are resolved by the ``tensorflow_hub`` package (``hub.resolve``) into the TF
+Hub cache the offline kit fills (:func:`tlhelpers.core.hub_cache_dir`). Where that
+package does not import (its 0.16 release needs ``pkg_resources``, which Python 3.12+
+environments without an older setuptools lack: tensorflow/hub#934), the module resolves
+them itself, from the same cache or by downloading: Kaggle handles through
+``kagglehub``, tfhub.dev handles as the compressed archive TF Hub serves.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
-from ._quiet import import_tensorflow_quietly
+from keras.src.saving import serialization_lib  # the safe-mode flag; Keras has no public getter
 
-import_tensorflow_quietly()
-
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from keras.src.saving import serialization_lib  # noqa: E402  (the safe-mode flag; Keras has no public getter)
-
-from . import core, kit  # noqa: E402
-
-#: The MobileNetV2 feature-vector model the notebooks use (on Kaggle, where TF Hub's models now live).
-MOBILENET_V2_FEATURE_VECTOR = "https://www.kaggle.com/models/google/mobilenet-v2/TensorFlow2/100-224-feature-vector/2"
+from . import core, datasets
+from ._tf import keras, tf
+from .kit import HUB_HANDLES, MOBILENET_V2_FEATURE_VECTOR
 
 #: Handles a saved model may name and still reload in Keras' safe mode: the published
 #: models this project uses (and the offline kit carries).
-KNOWN_HANDLES = frozenset(kit.HUB_HANDLES) | {MOBILENET_V2_FEATURE_VECTOR}
-
+KNOWN_HANDLES = frozenset(HUB_HANDLES)
 
 _KAGGLE_PREFIX = "https://www.kaggle.com/models/"
+
+
+def tensorflow_hub():
+    """The ``tensorflow_hub`` module, or ``None`` where it does not import (tensorflow/hub#934)."""
+    try:
+        import tensorflow_hub as hub
+    except Exception:  # noqa: BLE001 (ImportError, or its own import of pkg_resources failing)
+        return None
+    return hub
 
 
 def resolve_handle(handle: str) -> str:
     """A local SavedModel folder for a TF Hub or Kaggle model handle.
 
-    A local folder is returned as is. A URL is looked up in the TF Hub cache
-    (:func:`tlhelpers.core.hub_cache_dir`, the layout ``tensorflow_hub`` uses, which the
-    offline kit fills). Otherwise it is downloaded into that cache: a Kaggle handle
+    A local folder is returned as is. A URL is resolved by ``tensorflow_hub``'s
+    ``hub.resolve`` into the TF Hub cache :func:`tlhelpers.core.hub_cache_dir` (where
+    the offline kit puts its models; nothing is downloaded when the model is there).
+    Without the ``tensorflow_hub`` package the same cache is read, or the model
+    downloaded into it: a Kaggle handle
     (``https://www.kaggle.com/models/OWNER/MODEL/FRAMEWORK/VARIATION/VERSION``) through
-    ``kagglehub``; any other URL (``tfhub.dev``) as the compressed archive TF Hub
-    serves. The ``tensorflow_hub`` package is not needed (its 0.16 release fails to
-    import on Python 3.12+ without setuptools, tensorflow/hub#934).
+    ``kagglehub``, any other URL (``tfhub.dev``) as the compressed archive TF Hub serves.
 
     Raises:
         RuntimeError: when the handle is not cached and cannot be downloaded; the
@@ -52,14 +59,17 @@ def resolve_handle(handle: str) -> str:
     """
     if os.path.isdir(handle):
         return handle
+    hub = tensorflow_hub()
     cached = core.hub_cache_dir() / core.hub_handle_dirname(handle)
-    if (cached / "saved_model.pb").exists():
-        return str(cached)
     try:
-        if handle.startswith(_KAGGLE_PREFIX):
-            _download_kaggle(handle, cached)
-        else:
-            _download_compressed(handle, cached)
+        if hub is not None:
+            with core.hub_cache_set_to(core.hub_cache_dir()):
+                return hub.resolve(handle)
+        if not (cached / "saved_model.pb").exists():
+            if handle.startswith(_KAGGLE_PREFIX):
+                _download_kaggle(handle, cached)
+            else:
+                _download_compressed(handle, cached)
     except Exception as err:  # network, HTTP, credential and archive errors of many types
         hint = ""
         if "tfhub.dev" in handle:
@@ -69,8 +79,7 @@ def resolve_handle(handle: str) -> str:
             )
         raise RuntimeError(
             f"Could not get the model {handle}: it is not in the cache {core.hub_cache_dir()} and downloading it "
-            f"failed ({type(err).__name__}: {err}).{hint} Connect to the internet or install the offline kit: "
-            "`python -m tlhelpers.kit install PATH/TO/kit`."
+            f"failed ({type(err).__name__}: {err}).{hint} " + core.offline_advice()
         ) from err
     return str(cached)
 
@@ -79,12 +88,9 @@ def _install_folder(source: Path, cached: Path) -> None:
     """Copy a SavedModel folder into the cache: staged beside it, then renamed into place."""
     if not (source / "saved_model.pb").exists():
         raise ValueError(f"{source} holds no saved_model.pb: not a TF2 SavedModel.")
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cached.parent, prefix=f".{cached.name}-") as tmp:
-        staging = Path(tmp) / "model"
-        shutil.copytree(source, staging)
-        if not cached.exists():
-            os.replace(staging, cached)
+    with core.staging_beside(cached) as work:
+        shutil.copytree(source, work / "model")
+        core.replace_folder(work / "model", cached)
 
 
 def _download_kaggle(handle: str, cached: Path) -> None:
@@ -95,15 +101,11 @@ def _download_kaggle(handle: str, cached: Path) -> None:
 
 
 def _download_compressed(handle: str, cached: Path) -> None:
-    from . import datasets
-
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cached.parent, prefix=f".{cached.name}-") as tmp:
-        archive = Path(tmp) / "model.tar.gz"
+    with core.staging_beside(cached) as work:
+        archive = work / "model.tar.gz"
         separator = "&" if "?" in handle else "?"
         datasets.download_file(f"{handle}{separator}tf-hub-format=compressed", archive)
-        extracted = datasets.safe_extract(archive, Path(tmp) / "extracted")
-        _install_folder(extracted, cached)
+        _install_folder(datasets.safe_extract(archive, work / "extracted"), cached)
 
 
 def _wrap_existing(variable: tf.Variable) -> keras.Variable:

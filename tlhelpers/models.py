@@ -9,22 +9,16 @@ import urllib.error
 
 import numpy as np
 
-from ._quiet import import_tensorflow_quietly
+from . import core
+from ._tf import keras
 
-import_tensorflow_quietly()
-
-import keras  # noqa: E402
-
-from . import kit  # noqa: E402  (TensorFlow-free: the weights-missing message)
-
-#: Width multipliers with published ImageNet weights, and the default used when none is given.
-#: MobileNetV2 defaults to 0.35 (the thin, fast base of the seed tutorial); the others
-#: use Keras' own default.
+#: Width multipliers Keras publishes ImageNet weights for. Without an ``alpha`` the
+#: network gets Keras' own default, 1.0.
 _ALPHAS = {
-    "MobileNet": ((0.25, 0.5, 0.75, 1.0), 1.0),
-    "MobileNetV2": ((0.35, 0.5, 0.75, 1.0, 1.3, 1.4), 0.35),
-    "MobileNetV3Small": ((0.75, 1.0), 1.0),
-    "MobileNetV3Large": ((0.75, 1.0), 1.0),
+    "MobileNet": (0.25, 0.5, 0.75, 1.0),
+    "MobileNetV2": (0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
+    "MobileNetV3Small": (0.75, 1.0),
+    "MobileNetV3Large": (0.75, 1.0),
 }
 
 
@@ -57,9 +51,9 @@ def get_base_model(
     Args:
         network: an architecture name, e.g. ``"MobileNetV2"``, ``"EfficientNetB0"``
             (see :func:`available_networks`).
-        alpha: the width multiplier of the MobileNet variants (``None``: 0.35 for
-            MobileNetV2, 1.0 for MobileNet and MobileNetV3). With ImageNet weights
-            it must be one Keras publishes weights for.
+        alpha: the width multiplier of the MobileNet variants (``None``: Keras'
+            default, 1.0). With ImageNet weights it must be one Keras publishes
+            weights for.
         input_shape: ``(height, width, channels)`` of the input images.
         weights: ``"imagenet"``, ``None`` (random initialisation) or a weights file.
         training_layer: cut the model at this named layer (it becomes the output).
@@ -86,10 +80,10 @@ def get_base_model(
     if not isinstance(pop_layers, int) or pop_layers < 0:
         raise ValueError(f"pop_layers must be a non-negative integer, got {pop_layers!r}.")
     kwargs = dict(input_shape=tuple(input_shape), include_top=False, weights=weights)
-    if network in _ALPHAS:
-        valid, default = _ALPHAS[network]
-        kwargs["alpha"] = default if alpha is None else alpha
-        if weights == "imagenet" and kwargs["alpha"] not in valid:
+    if network in _ALPHAS and alpha is not None:
+        valid = _ALPHAS[network]
+        kwargs["alpha"] = alpha
+        if weights == "imagenet" and alpha not in valid:
             raise ValueError(
                 f"{network} has ImageNet weights for alpha in {list(valid)}, not {alpha!r}. "
                 "Pick one of those, or pass weights=None for a randomly initialised model."
@@ -101,7 +95,10 @@ def get_base_model(
     except Exception as err:  # Keras wraps download failures in a plain Exception
         download_failed = isinstance(err, (urllib.error.URLError, OSError)) or "URL fetch failure" in str(err)
         if weights == "imagenet" and download_failed:
-            raise RuntimeError(kit.weights_missing_message(f"{network} ImageNet weights") + f" ({err})") from err
+            raise RuntimeError(
+                f"Could not get the {network} ImageNet weights ({err}): they are not in Keras' cache "
+                f"{core.keras_models_dir()} and could not be downloaded. " + core.offline_advice()
+            ) from err
         raise
 
     if training_layer is not None:
@@ -233,38 +230,52 @@ def classifier_head(feature_dim: int, num_classes: int, dropout: float = 0.2, na
 
 def build_classifier(
     base: keras.Model,
-    num_classes: int,
+    num_classes: int | None = None,
     network: str | None = None,
     augmentation: keras.layers.Layer | None = None,
-    dropout: float = 0.2,
+    dropout: float | None = None,
     head: keras.Model | None = None,
 ) -> keras.Model:
     """Put a pooled classification head on a frozen base.
 
     The model takes ``[0, 255]`` RGB images, augments them (training only),
     preprocesses them for ``network``, runs the base in inference mode, averages the
-    feature map and classifies with :func:`classifier_head`.
+    feature map and classifies with :func:`classifier_head`, or with ``head``.
 
     Args:
         base: a model from :func:`get_base_model`.
-        num_classes: number of classes.
+        num_classes: number of classes (for a new head; with ``head``, if given, it
+            must equal the head's).
         network: the base's ``keras.applications`` name, to pick the preprocessing
             (default: :func:`network_of`).
         augmentation: a layer applied to the images while training, e.g.
             :func:`augmentation_layers`; ``None`` for none.
-        dropout: dropout rate before the last layer.
-        head: an already trained head to reuse (from :mod:`tlhelpers.features`).
+        dropout: dropout rate before the last layer of a new head (default 0.2).
+        head: an already trained head to reuse (from :func:`tlhelpers.train_head`);
+            it keeps its own layers, dropout included.
 
     Returns:
         An uncompiled ``keras.Model`` whose output is class probabilities.
+
+    Raises:
+        ValueError: without ``num_classes`` or ``head``; with ``dropout`` and ``head``
+            together; or when ``num_classes`` differs from the head's classes.
     """
+    if head is None and num_classes is None:
+        raise ValueError("Pass num_classes for a new head, or head= for a trained one.")
+    if head is not None:
+        if dropout is not None:
+            raise ValueError("A trained head keeps its own dropout: pass dropout= only when build_classifier makes the head.")
+        head_classes = head.output_shape[-1]
+        if num_classes is not None and num_classes != head_classes:
+            raise ValueError(f"num_classes={num_classes}, but the head classifies into {head_classes} classes.")
     network = network or network_of(base)
     inputs = keras.Input(base.input_shape[1:], name="image")
     x = augmentation(inputs) if augmentation is not None else inputs
     x = preprocessing_layer(network)(x)
     x = base(x, training=False)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    head = head or classifier_head(x.shape[-1], num_classes, dropout)
+    head = head or classifier_head(x.shape[-1], num_classes, 0.2 if dropout is None else dropout)
     return keras.Model(inputs, head(x), name=f"{base.name}_classifier")
 
 
@@ -299,28 +310,39 @@ def unfreeze(base: keras.Model, fine_tune_at: int | str = 0) -> int:
     """Make the top of ``base`` trainable for fine-tuning, keeping BatchNorm frozen.
 
     Layers before ``fine_tune_at`` stay frozen; layers from it on become trainable,
-    except every ``BatchNormalization`` layer, which stays frozen. This matters in
-    Keras 3: ``fit()`` calls the model with ``training=True`` and that reaches
-    through ``base(x, training=False)``, so a trainable BatchNorm would normalise
-    with each batch's statistics and overwrite the pre-trained moving averages,
-    wrecking the features (keras-team/keras#20285). A frozen BatchNorm always runs
-    in inference mode.
+    except every ``BatchNormalization`` layer, which stays frozen and so runs in
+    inference mode however the base is called. A trainable BatchNorm layer would, in
+    ``fit``, normalise each batch with that batch's own statistics and move its stored
+    averages towards them; a base called as ``base(x)`` passes ``fit``'s
+    ``training=True`` on, and on Keras 3 before 3.16 so does ``base(x, training=False)``
+    (keras-team/keras#20285). Notebook 3 measures what that changes.
 
     Args:
         base: the pre-trained base (the model inside the classifier).
-        fine_tune_at: index of the first layer to train, or a layer name.
+        fine_tune_at: index of the first layer to train; or a layer name, or the start
+            of one (``"block_13"``: the first layer whose name starts with it), so that
+            the cut falls where a block begins, as keras.io's EfficientNet example does.
 
     Returns:
         The number of layers whose weights will now train.
+
+    Raises:
+        ValueError: for an index out of range or a name no layer has or starts with.
 
     Remember to ``compile`` the model again (with a lower learning rate) afterwards.
     """
     layers = base.layers
     if isinstance(fine_tune_at, str):
         names = [layer.name for layer in layers]
-        if fine_tune_at not in names:
-            raise ValueError(f"{base.name} has no layer named {fine_tune_at!r}.")
-        fine_tune_at = names.index(fine_tune_at)
+        matches = [i for i, name in enumerate(names) if name == fine_tune_at] or [
+            i for i, name in enumerate(names) if name.startswith(fine_tune_at)
+        ]
+        if not matches:
+            raise ValueError(
+                f"{base.name} has no layer named {fine_tune_at!r} or starting with it; "
+                "list the names with [layer.name for layer in base.layers]."
+            )
+        fine_tune_at = matches[0]
     if not 0 <= fine_tune_at <= len(layers):
         raise ValueError(f"fine_tune_at must be between 0 and {len(layers)} (the number of layers), got {fine_tune_at}.")
     base.trainable = True

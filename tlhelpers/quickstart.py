@@ -1,13 +1,15 @@
 """The quick start: a cats-vs-dogs classifier from a pre-trained MobileNetV2, end to end.
 
 ``python -m tlhelpers.quickstart`` trains on the sample bundled with the package and writes
-``outputs/predictions.png`` (a grid of validation predictions, right in green, wrong
-in red) and ``outputs/model.keras``:
+``outputs/predictions.png`` (a grid of test predictions, right in green, wrong in red)
+and ``outputs/model.keras``:
 
-1. load the pre-trained MobileNetV2 base (ImageNet weights, top removed, frozen);
-2. compute its pooled features for every image once (cached on disk);
-3. train a softmax head on those features;
-4. put the head on the base and evaluate the whole model on the validation images,
+1. split the photos into training, validation and test sets (:func:`tlhelpers.load_splits`,
+   the rule every notebook follows);
+2. load the pre-trained MobileNetV2 base (ImageNet weights, top removed, frozen);
+3. compute its pooled features for every training and validation photo once (cached on disk);
+4. train a softmax head on those features, watching the validation set;
+5. put the head on the base and evaluate the whole model once on the test photos,
    straight from their JPEG files.
 """
 
@@ -25,7 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the quick start; returns the process exit status."""
     parser = argparse.ArgumentParser(prog="python -m tlhelpers.quickstart", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--data", default=str(DEFAULT_DATA), help="folder with train/ and validation/ class folders, or a dataset name"
+        "--data",
+        default=str(DEFAULT_DATA),
+        help="a dataset name, or a folder with train/ and validation/ class folders or with class folders alone",
     )
     parser.add_argument("--out", default="outputs", help="folder for predictions.png and model.keras")
     parser.add_argument("--epochs", type=int, default=10)
@@ -37,19 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    from tlhelpers._quiet import import_tensorflow_quietly
-
-    import_tensorflow_quietly()  # before keras: TensorFlow's start-up lines stay off the terminal
-    import keras
     import numpy as np
 
     import tlhelpers as tl
-    from tlhelpers.data import resolve_image_dir
+    from tlhelpers import _tf  # noqa: F401  (TensorFlow, its start-up lines kept off the terminal)
 
     start = time.perf_counter()
     tl.set_seed(args.seed)
-    data = resolve_image_dir(args.data)
     size = (args.image_size, args.image_size)
+    splits = tl.load_splits(args.data, seed=args.seed, image_size=size)
     try:
         base = tl.get_base_model("MobileNetV2", alpha=args.alpha, input_shape=(*size, 3))
     except RuntimeError as err:
@@ -57,27 +57,26 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"Base: MobileNetV2 alpha={args.alpha} at {size}, {len(base.layers)} layers, frozen")
 
-    train = tl.extract_features(base, data / "train", progress=False)
-    val = tl.extract_features(base, data / "validation", progress=False)
+    train = tl.extract_features(base, splits.train, verbose=False)
+    val = tl.extract_features(base, splits.validation, verbose=False)
     print(
-        f"Features: {len(train.files)} training and {len(val.files)} validation images "
+        f"Features: {len(train.files)} training and {len(val.files)} validation photos "
         f"({'from cache' if train.from_cache else f'{train.seconds:.1f} s'})"
     )
 
     head, history = tl.train_head(train, val, epochs=args.epochs, seed=args.seed)
-    print(f"Head trained for {args.epochs} epochs: validation accuracy {history.history['val_accuracy'][-1]:.3f} on features")
+    print(f"Head trained for {args.epochs} epochs: validation accuracy {history.history['val_accuracy'][-1]:.3f}")
 
-    model = tl.build_classifier(base, len(train.class_names), head=head)
-    val_ds = tl.load_image_dataset(data / "validation", image_size=size, shuffle=False, class_names=train.class_names)
-    probabilities = model.predict(val_ds, verbose=0)
-    labels = np.concatenate([y.numpy() for _, y in val_ds])
+    model = tl.build_classifier(base, head=head)
+    probabilities = model.predict(splits.test, verbose=0)
+    labels = splits.test.labels
     accuracy = float((probabilities.argmax(-1) == labels).mean())
-    print(f"Full model on the validation JPEGs: accuracy {accuracy:.3f} ({len(labels)} images)")
+    print(f"Full model on the {len(labels)} test photos, read from their files: accuracy {accuracy:.3f}")
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     pick = np.random.default_rng(args.seed).choice(len(labels), size=min(30, len(labels)), replace=False)
-    images = np.stack([keras.utils.img_to_array(keras.utils.load_img(val_ds.file_paths[i], target_size=size)) for i in pick])
+    images = np.concatenate([x.numpy() for x, _ in splits.test])[pick]
     fig = tl.plot_predictions(images, probabilities[pick], [c.title() for c in train.class_names], labels=labels[pick])
     fig.savefig(out / "predictions.png", dpi=80)
     model.save(out / "model.keras")

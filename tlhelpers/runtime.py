@@ -7,12 +7,7 @@ import time
 
 import numpy as np
 
-from ._quiet import import_tensorflow_quietly
-
-import_tensorflow_quietly()
-
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
+from ._tf import keras, tf
 
 
 def images_per_second(model: keras.Model, batch_size: int = 32, repeats: int = 5, warmup: int = 3) -> float:

@@ -8,15 +8,15 @@ A kit is a folder laid out like the caches the libraries keep themselves::
       datasets/<name>/               # extracted datasets, one folder each
       SHA256SUMS                     # the manifest: the checksum of every file to install
 
+This module says what a kit holds and installs one, without TensorFlow:
 ``python -m tlhelpers.kit install DIR`` copies a kit into the places Keras and
-``tlhelpers`` look, copying only the files ``SHA256SUMS`` lists and verifying each;
-``python -m tlhelpers.kit download DIR`` builds a kit while online, for a workshop to
-copy onto every machine.
+``tlhelpers`` look, copying only the files ``SHA256SUMS`` lists and verifying each.
+:mod:`tlhelpers.kit.build` makes a kit while online (``python -m tlhelpers.kit
+download DIR``), for a workshop to copy onto every machine.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import os
@@ -24,20 +24,20 @@ import posixpath
 import re
 import shutil
 import stat
-import sys
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core import (
+    STAGING_SUFFIX,
     atomic_path,
     datasets_dir,
     home,
     hub_cache_dir,
-    hub_cache_set_to,
     keras_models_dir,
+    replace_folder,
     sha256,
+    staging_beside,
 )
 from ..core import (
     hub_handle_dirname as hub_handle_dirname,  # re-exported: the folder a handle has in a kit
@@ -57,9 +57,12 @@ KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-application
 IMAGENET_CLASS_INDEX = "imagenet_class_index.json"
 IMAGENET_CLASS_INDEX_URL = "https://storage.googleapis.com/download.tensorflow.org/data/" + IMAGENET_CLASS_INDEX
 
-#: The TF Hub handles the notebooks use.
+#: The MobileNetV2 feature-vector model the notebooks use (on Kaggle, where TF Hub's models now live).
+MOBILENET_V2_FEATURE_VECTOR = "https://www.kaggle.com/models/google/mobilenet-v2/TensorFlow2/100-224-feature-vector/2"
+
+#: The TF Hub handles a kit holds: the notebooks' model and the same model under its tfhub.dev addresses.
 HUB_HANDLES = [
-    "https://www.kaggle.com/models/google/mobilenet-v2/TensorFlow2/100-224-feature-vector/2",
+    MOBILENET_V2_FEATURE_VECTOR,
     "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5",
     "https://tfhub.dev/google/tf2-preview/mobilenet_v2/feature_vector/4",
 ]
@@ -67,7 +70,6 @@ HUB_HANDLES = [
 MANIFEST = "SHA256SUMS"
 _LINK_STUB_MAX_BYTES = 256
 _MANIFEST_LINE = re.compile(r"([0-9a-fA-F]{64}) [ *](.+)")
-_STAGING = ".kit-tmp"  # suffix of the folders an install stages a dataset or TF Hub model in
 
 
 def mobilenet_v2_weights_name(alpha: str | float, size: int, include_top: bool) -> str:
@@ -282,17 +284,10 @@ def _install_unit(unit: _Unit) -> int:
         for f in unit.files:
             _copy_verified(f.source, unit.dest / f.rel, f.digest)
         return len(unit.files)
-    from ..datasets import replace_folder
-
-    unit.dest.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{unit.dest.name}.", suffix=_STAGING, dir=unit.dest.parent))
-    try:
-        os.chmod(stage, 0o755)
+    with staging_beside(unit.dest) as work:
         for f in unit.files:
-            _copy_verified(f.source, stage / f.rel, f.digest)
-        replace_folder(stage, unit.dest)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+            _copy_verified(f.source, work / "folder" / f.rel, f.digest)
+        replace_folder(work / "folder", unit.dest)
     return len(unit.files)
 
 
@@ -310,7 +305,7 @@ def _install_lock(destinations: Iterable[Path]) -> Iterator[None]:
         if fcntl is not None:
             fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file is closed
             for folder in destinations:
-                for stale in folder.glob(f".*{_STAGING}*") if folder.is_dir() else ():
+                for stale in folder.glob(f".*{STAGING_SUFFIX}") if folder.is_dir() else ():
                     shutil.rmtree(stale, ignore_errors=True)
         yield
 
@@ -362,85 +357,3 @@ def install(kit_dir: str | os.PathLike) -> InstallReport:
         for unit in units:
             copied[unit.part] += _install_unit(unit)
     return InstallReport(copied, unlisted)
-
-
-def download(kit_dir: str | os.PathLike, datasets: Iterable[str] | None = None) -> Path:
-    """Build an offline kit in ``kit_dir`` (needs internet access).
-
-    Downloads the MobileNetV2 weights (alpha 1.0 and 0.35, every input size, and the
-    full 1.0/224 model with its top), the ImageNet class index, the TF Hub handles in
-    :data:`HUB_HANDLES` and the named datasets, then writes ``SHA256SUMS`` (the
-    manifest :func:`install` requires), listing every file.
-
-    Args:
-        kit_dir: the folder to fill; created if needed.
-        datasets: names from :data:`tlhelpers.datasets.DATASETS`; all by default.
-
-    Returns:
-        The kit folder.
-    """
-    import keras
-
-    from .. import datasets as named
-    from ..hub import resolve_handle
-
-    kit = Path(kit_dir).expanduser().resolve()
-    models = kit / "keras" / "models"
-    models.mkdir(parents=True, exist_ok=True)
-    names = [mobilenet_v2_weights_name(a, s, top) for a, s, top in MOBILENET_V2_WEIGHTS]
-    for name in names:
-        keras.utils.get_file(
-            name, KERAS_WEIGHTS_URL + "mobilenet_v2/" + name, cache_dir=str(kit / "keras"), cache_subdir="models"
-        )
-    keras.utils.get_file(
-        IMAGENET_CLASS_INDEX,
-        IMAGENET_CLASS_INDEX_URL,
-        cache_dir=str(kit / "keras"),
-        cache_subdir="models",
-        file_hash="c2c37ea517e94d9795004a39431a14cb",
-    )
-    with hub_cache_set_to(kit / "tfhub_modules"):
-        for handle in HUB_HANDLES:
-            resolve_handle(handle)
-    for name in datasets or named.DATASETS:
-        named.fetch(name, target_dir=kit / "datasets")
-    listed = sorted(p for p in kit.rglob("*") if p.is_file() and p.name != MANIFEST)
-    with atomic_path(kit / MANIFEST) as tmp:
-        tmp.write_text("".join(f"{sha256(path)}  ./{path.relative_to(kit).as_posix()}\n" for path in listed), encoding="utf8")
-    return kit
-
-
-def weights_missing_message(name: str) -> str:
-    """The advice given when pre-trained weights cannot be downloaded."""
-    return (
-        f"Could not get the pre-trained weights file {name!r}: this machine has no internet access "
-        f"and the file is not in Keras' cache ({keras_models_dir()}). Either connect to the internet, "
-        "or install an offline kit: `python -m tlhelpers.kit install PATH/TO/kit` "
-        "(build one elsewhere with `python -m tlhelpers.kit download PATH/TO/kit`)."
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line: ``python -m tlhelpers.kit {install,download} DIR``."""
-    parser = argparse.ArgumentParser(prog="python -m tlhelpers.kit", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_install = sub.add_parser("install", help="install a kit so that everything loads offline")
-    p_install.add_argument("kit_dir")
-    p_download = sub.add_parser("download", help="build a kit (needs internet access)")
-    p_download.add_argument("kit_dir")
-    p_download.add_argument("--dataset", action="append", help="only these datasets (repeatable)")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "install":
-            report = install(args.kit_dir)
-            for part, n in report.copied.items():
-                print(f"{part}: {n} file(s) copied")
-            if report.unlisted:
-                print(f"skipped {len(report.unlisted)} file(s) not listed in {MANIFEST}: {_some(report.unlisted, 10)}")
-            print(f"Keras weights: {keras_models_dir()}\nTF Hub models: {hub_cache_dir()}\nDatasets: {datasets_dir()}")
-        else:
-            print(f"Kit written to {download(args.kit_dir, args.dataset)}")
-    except (OSError, ValueError) as err:
-        print("error: " + str(err).replace("\n", " "), file=sys.stderr)
-        return 1
-    return 0
