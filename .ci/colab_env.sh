@@ -1,18 +1,33 @@
 #!/usr/bin/env bash
 # The Colab leg's environment: a fresh Python 3.13 virtualenv with Colab's own pins
-# (tensorflow 2.20.0, keras 3.13.2, tensorflow-hub 0.16.1, numpy 2.1.3, ipykernel 6.17.1)
-# and nothing added by hand. tlhelpers is not installed here: each notebook's install cell
-# installs it. `.ci/run` builds this in the background while the main leg runs.
+# (tensorflow 2.20.0, keras 3.13.2, tensorflow-hub 0.16.1, numpy 2.1.3, ipykernel 6.17.1,
+# setuptools 75.2.0) and nothing added by hand. tlhelpers is not installed here: each
+# notebook's install cell installs it. `.ci/run` builds this in the background while the
+# main leg runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 
-PY313="${COLAB_PYTHON:-$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")/versions/3.13.0/bin/python3.13}"
+# Colab's Python: COLAB_PYTHON if set, else python3.13 on PATH, else pyenv's 3.13.
+find_python313() {
+    if [ -n "${COLAB_PYTHON:-}" ]; then echo "$COLAB_PYTHON"; return; fi
+    if command -v python3.13 > /dev/null 2>&1; then command -v python3.13; return; fi
+    local root
+    root=$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")
+    ls -d "$root"/versions/3.13*/bin/python3.13 2>/dev/null | sort -V | tail -n 1 || true
+}
+PY313=$(find_python313 || true)
+if [ -z "$PY313" ] || ! "$PY313" -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null; then
+    echo "The Colab leg needs Python 3.13 (Colab's): no Python 3.13 interpreter found (COLAB_PYTHON, python3.13 on PATH, pyenv's versions/3.13*)." >&2
+    echo "Install it (e.g. pyenv install 3.13.0) or set COLAB_PYTHON to its interpreter." >&2
+    exit 1
+fi
+
 rm -rf .venv-colab
 "$PY313" -m venv .venv-colab
 .venv-colab/bin/python -m pip install --quiet --upgrade pip
 .venv-colab/bin/python -m pip install --quiet tensorflow==2.20.0 keras==3.13.2 tensorflow-hub==0.16.1 numpy==2.1.3 \
-    ipykernel==6.17.1 matplotlib seaborn pillow tqdm kagglehub "nbval>=0.11" "pytest>=8"
-.venv-colab/bin/python -c "import sys, tensorflow as tf, keras; print('Colab leg: Python', sys.version.split()[0], '| TensorFlow', tf.__version__, '| Keras', keras.__version__)" 2>/dev/null
+    ipykernel==6.17.1 setuptools==75.2.0 matplotlib seaborn pillow tqdm kagglehub "nbval>=0.11" "pytest>=8"
+.venv-colab/bin/python -c "import sys, tensorflow as tf, keras, tensorflow_hub; print('Colab leg: Python', sys.version.split()[0], '| TensorFlow', tf.__version__, '| Keras', keras.__version__, '| TF Hub', tensorflow_hub.__version__)" 2>/dev/null
 touch .venv-colab/.ready
-echo "Colab environment ready in $(( $(date +%s) - start )) s"
+echo "Colab environment ready in $(( $(date +%s) - start )) s (Python: $PY313)"
