@@ -398,7 +398,7 @@ def _onednn_by_default() -> bool:
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
     code = (  # TensorFlow imported before tlhelpers, so that tlhelpers leaves the variable unset
         "import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'\n"
-        "import tensorflow\nfrom tlhelpers._cpu import onednn_enabled\nprint(onednn_enabled())"
+        "import tensorflow\nfrom tlhelpers.runtime import onednn_enabled\nprint(onednn_enabled())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     return out.strip().splitlines()[-1] == "True"

@@ -17,7 +17,7 @@ x86_only = pytest.mark.skipif(
 
 PROBE = (
     "import os, tlhelpers, tensorflow\n"
-    "from tlhelpers._cpu import onednn_enabled\n"
+    "from tlhelpers.runtime import onednn_enabled\n"
     "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'), onednn_enabled())\n"
 )
 

@@ -11,7 +11,7 @@ import pytest
 
 import tlhelpers as tl
 from tlhelpers import features
-from tlhelpers.data import pad_batch
+from tlhelpers.passes import pad_batch
 
 from helpers import fresh_classifier
 

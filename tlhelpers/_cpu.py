@@ -38,14 +38,3 @@ def prefer_onednn() -> bool:
         return False
     os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
     return True
-
-
-def onednn_enabled() -> bool:
-    """Whether the TensorFlow imported in this process runs its oneDNN CPU kernels (imports TensorFlow)."""
-    from . import _tf  # noqa: F401  (TensorFlow, imported quietly)
-
-    try:
-        from tensorflow.python.util import _pywrap_util_port
-    except ImportError:  # a TensorFlow build that moved it: say what the variable asked for
-        return os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1"
-    return bool(_pywrap_util_port.IsMklEnabled())

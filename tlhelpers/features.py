@@ -29,7 +29,7 @@ import numpy as np
 
 from . import core
 from ._tf import keras, tf
-from .data import first_pass, run_step
+from .passes import first_pass, run_step
 from .decode import check_decoder
 from .folding import fold_batchnorm
 from .models import classifier_head, network_of, preprocessing_layer

@@ -1,4 +1,4 @@
-"""Run-time utilities: reproducible runs and a fair images-per-second measurement."""
+"""Run-time utilities: reproducible runs, a fair images-per-second measurement, and which CPU kernels run."""
 
 from __future__ import annotations
 
@@ -57,4 +57,13 @@ def set_seed(seed: int, deterministic_ops: bool | None = None) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-__all__ = ["images_per_second", "set_seed"]
+def onednn_enabled() -> bool:
+    """Whether the TensorFlow of this process runs its oneDNN CPU kernels (see :mod:`tlhelpers._cpu`)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:  # a TensorFlow build that moved it: say what the variable asked for
+        return os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1"
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+__all__ = ["images_per_second", "onednn_enabled", "set_seed"]

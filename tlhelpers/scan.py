@@ -29,10 +29,9 @@ from typing import NamedTuple
 from PIL import Image
 
 from . import core
+from .convert import DIRECT, convert_to_rgb, converted_path
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-#: Formats and modes TensorFlow decodes to the right RGB pixels without help.
-_DIRECT = {("JPEG", "RGB"), ("JPEG", "L"), ("PNG", "RGB"), ("PNG", "L"), ("BMP", "RGB"), ("BMP", "L")}
 #: Cache of scan results, bumped when the checks change.
 _SCAN_VERSION = 3
 
@@ -249,48 +248,9 @@ def _check_with_pillow(path: Path, min_size: int) -> tuple[str, str]:
         return "skip", CORRUPT
     if min(size) < min_size:
         return "skip", f"{TOO_SMALL} (under {min_size} px)"
-    if frames > 1 or (fmt, mode) not in _DIRECT:
+    if frames > 1 or (fmt, mode) not in DIRECT:
         return "convert", f"{fmt} {mode}"
     return "ok", fmt
-
-
-def _converted_path(path: Path, stat: os.stat_result) -> Path:
-    """Where the RGB PNG copy of ``path`` (in the state ``stat`` describes) is kept."""
-    key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:20]
-    return core.home() / "cache" / "converted" / f"{key}.png"
-
-
-def _rgb_image(path: Path) -> Image.Image:
-    """The first frame of an image file as RGB: alpha composited on white, CMYK and grayscale converted."""
-    with Image.open(path) as img:
-        img.seek(0)
-        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-            rgba = img.convert("RGBA")
-            rgb = Image.new("RGB", rgba.size, (255, 255, 255))
-            rgb.paste(rgba, mask=rgba.getchannel("A"))
-            return rgb
-        return img.convert("RGB")
-
-
-def _convert_to_rgb(path: Path, dest: Path) -> bool:
-    """Write an RGB PNG copy of ``path`` to ``dest`` (atomically); returns False when Pillow cannot decode it all.
-
-    Raises:
-        OSError: if ``dest`` cannot be written, naming the folder to fix.
-    """
-    try:
-        rgb = _rgb_image(path)
-    except Exception:  # noqa: BLE001 (truncated data, broken headers: Pillow raises many types)
-        return False
-    try:
-        with core.atomic_path(dest, suffix=".png") as tmp:
-            rgb.save(tmp, format="PNG")
-    except OSError as exc:
-        raise OSError(
-            f"Cannot write the RGB copy of {path} into {dest.parent} ({exc}): "
-            "make that folder writable, or set TLHELPERS_HOME to a writable folder."
-        ) from exc
-    return True
 
 
 def _cached_verdict(path: Path, stat: os.stat_result, entries: dict[str, list]) -> _Verdict | None:
@@ -301,7 +261,7 @@ def _cached_verdict(path: Path, stat: os.stat_result, entries: dict[str, list]) 
     kind, detail = hit[2], hit[3]
     if kind == "skip":
         return _Verdict(kind, detail)
-    usable = _converted_path(path, stat) if kind == "convert" else path
+    usable = converted_path(path, stat) if kind == "convert" else path
     return _Verdict(kind, detail, usable) if usable.exists() else None
 
 
@@ -312,8 +272,8 @@ def _classify(path: Path, stat: os.stat_result, min_size: int) -> _Verdict:
         return _Verdict(kind, detail)
     if kind == "ok":
         return _Verdict(kind, detail, path)
-    dest = _converted_path(path, stat)
-    if not dest.exists() and not _convert_to_rgb(path, dest):
+    dest = converted_path(path, stat)
+    if not dest.exists() and not convert_to_rgb(path, dest):
         return _Verdict("skip", CORRUPT)
     return _Verdict(kind, detail, dest)
 

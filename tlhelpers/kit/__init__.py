@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import posixpath
 import re
@@ -356,4 +357,28 @@ def install(kit_dir: str | os.PathLike) -> InstallReport:
     with _install_lock(dst for _, dst in present.values()):
         for unit in units:
             copied[unit.part] += _install_unit(unit)
+        _record_install(kit, units)
     return InstallReport(copied, unlisted)
+
+
+def installed_record_path() -> Path:
+    """Where :func:`install` records the files it installed: ``home()/kit-installed.json``."""
+    return home() / "kit-installed.json"
+
+
+def installed_files() -> dict[str, str]:
+    """``{installed file: SHA-256}`` of every file a kit install put in place (empty when none did)."""
+    try:
+        record = json.loads(installed_record_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    files = record.get("files") if isinstance(record, dict) else None
+    return files if isinstance(files, dict) else {}
+
+
+def _record_install(kit: Path, units: list[_Unit]) -> None:
+    files = installed_files()
+    files.update({str(unit.dest / f.rel): f.digest for unit in units for f in unit.files})
+    with atomic_path(installed_record_path()) as tmp:
+        tmp.write_text(json.dumps({"kit": str(kit), "files": files}, indent=0, sort_keys=True))
+        os.chmod(tmp, 0o644)
