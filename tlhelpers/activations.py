@@ -28,10 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._tf import keras, tf
-from .passes import first_pass, run_step
 from .decode import check_decoder, parallel_calls, without_autotune
 from .folding import fold_batchnorm, fold_frozen_batchnorm
 from .models import network_of, preprocessing_layer
+from .passes import first_pass, run_step
 
 
 @dataclass

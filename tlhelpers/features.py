@@ -29,10 +29,10 @@ import numpy as np
 
 from . import core
 from ._tf import keras, tf
-from .passes import first_pass, run_step
 from .decode import check_decoder
 from .folding import fold_batchnorm
 from .models import classifier_head, network_of, preprocessing_layer
+from .passes import first_pass, run_step
 from .scan import check_class_names
 
 _EVAL_BATCH = 1024  # rows per validation batch in train_head (any size gives the same metrics)
