@@ -54,7 +54,7 @@ IMAGE_SIZE = (160, 160)
 BATCH_SIZE = 32
 EPOCHS = 10
 SEED = 42
-PHASES = ["kernels", "throughput", "standard", "cached", "cached_augmented", "fine_tune", "fine_tune_cached"]
+PHASES = ["kernels", "throughput", "decoders", "standard", "cached", "cached_augmented", "fine_tune", "fine_tune_cached"]
 #: Every phase runs on TensorFlow's oneDNN CPU kernels, the ones ``import tlhelpers`` asks
 #: for: plain-Keras phases included, so that each comparison measures a method, not the
 #: switch. The ``kernels`` phase measures the switch itself.
@@ -109,8 +109,10 @@ def _cached(data: Path, passes: int) -> tuple[dict, object, object]:
     start = time.perf_counter()
     base = _base()
     augmentation = tl.augmentation_layers(seed=SEED) if passes else None
-    train = tl.extract_features(base, data / "train", augmentation=augmentation, augment_passes=passes, seed=SEED, progress=False)
-    val = tl.extract_features(base, data / "validation", progress=False)
+    train = tl.extract_features(
+        base, data / "train", augmentation=augmentation, augment_passes=passes, augment_seed=SEED, verbose=False
+    )
+    val = tl.extract_features(base, data / "validation", verbose=False)
     extracted = time.perf_counter() - start
     head, history = tl.train_head(train, val, epochs=EPOCHS, seed=SEED)
     seconds = time.perf_counter() - start
@@ -191,7 +193,9 @@ def phase_fine_tune_cached(data: Path) -> dict:
     model = tl.build_classifier(base, 2, augmentation=tl.augmentation_layers(seed=SEED), head=head)
     tl.unfreeze(base, 100)
     cache = tl.ActivationCache(model, 100)
-    train = cache.extract(data / "train", augmentation=tl.augmentation_layers(seed=SEED), augment_passes=CACHED_PASSES, seed=SEED)
+    train = cache.extract(
+        data / "train", augmentation=tl.augmentation_layers(seed=SEED), augment_passes=CACHED_PASSES, augment_seed=SEED
+    )
     val = cache.extract(data / "validation")
     cached_at = time.perf_counter() - start
     cache.model.compile(keras.optimizers.RMSprop(1e-5), "sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -243,13 +247,13 @@ def phase_throughput(data: Path) -> dict:
 
     def tlhelpers_route(checked: bool) -> float:
         """extract_features end to end: BatchNorm folded and the graph traced anew, JPEGs
-        decoded in parallel at reduced scale. ``checked=False``: every file checked too
+        decoded in parallel (Keras' own decoding). ``checked=False``: every file checked too
         (an empty scan cache, the cold start); ``checked=True``: the folder was checked
         before (as load_image_dataset or an earlier run does), so the scan reads its cache."""
         features._EXTRACTORS.clear()
         os.environ["TLHELPERS_HOME"] = scanned_home if checked else tempfile.mkdtemp(dir=homes)
         start = time.perf_counter()
-        n = sum(len(tl.extract_features(base, folder, use_cache=False, progress=False).files) for folder in folders)
+        n = sum(len(tl.extract_features(base, folder, cache=False, verbose=False).files) for folder in folders)
         return n / (time.perf_counter() - start)
 
     homes = tempfile.mkdtemp()  # one TLHELPERS_HOME per cold route, removed at the end
@@ -267,7 +271,7 @@ def phase_throughput(data: Path) -> dict:
     base_only, folded_only, folded_model = _base_alone(base)
 
     # 4. the input pipeline alone, and the share of time the base waits for it
-    pipeline = tl.images_dataset(files, None, image_size=IMAGE_SIZE, batch_size=BATCH_SIZE, cache=False)
+    pipeline = tl.load_image_files(files, None, image_size=IMAGE_SIZE, batch_size=BATCH_SIZE, cache=False)
     start = time.perf_counter()
     for _ in pipeline:
         pass
@@ -304,6 +308,78 @@ def phase_throughput(data: Path) -> dict:
         "pipeline_alone_images_per_s": pipeline_rate,
         "base_waits_for_input_share": max(0.0, 1 - (len(files) / folded_only) / combined),
         "cpu_count": os.cpu_count(),
+    }
+
+
+def phase_decoders(data: Path) -> dict:
+    """Keras' own decoding (the default) against the opt-in reduced-scale one (decode="fast").
+
+    The same 1,000 validation JPEGs at 160x160 read both ways: the pipeline's speed alone
+    (median of 3 alternating rounds, no in-memory cache), the first pass of extract_features
+    (cold, median of 3 alternating rounds), the pixel differences, and what they do to the
+    predictions of a head trained on Keras-decoded training features (the lessons' recipe):
+    how many predictions change class, and both accuracies.
+    """
+    import numpy as np
+
+    import tlhelpers as tl
+    from tlhelpers import features
+
+    folder = data / "validation"
+    files = [str(p) for p in tl.scan_image_tree(folder).files]
+    for path in files:
+        Path(path).read_bytes()  # a warm file cache for both
+
+    def pipeline_rate(decode: str) -> float:
+        start = time.perf_counter()
+        for _ in tl.load_image_files(files, None, IMAGE_SIZE, BATCH_SIZE, cache=False, decode=decode):
+            pass
+        return len(files) / (time.perf_counter() - start)
+
+    base = _base()
+
+    def first_pass_rate(decode: str) -> float:
+        features._EXTRACTORS.clear()
+        os.environ["TLHELPERS_HOME"] = tempfile.mkdtemp(dir=homes)
+        start = time.perf_counter()
+        n = len(tl.extract_features(base, folder, cache=False, verbose=False, decode=decode).files)
+        return n / (time.perf_counter() - start)
+
+    homes = tempfile.mkdtemp()
+    rounds = [
+        {
+            f"{kind}_{d}": fn(d)
+            for d in ("keras", "fast")
+            for kind, fn in (("pipeline", pipeline_rate), ("first_pass", first_pass_rate))
+        }
+        for _ in range(3)
+    ]
+    median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+
+    keras_pixels = np.concatenate(list(tl.load_image_files(files, None, IMAGE_SIZE, BATCH_SIZE, cache=False)))
+    fast_pixels = np.concatenate(list(tl.load_image_files(files, None, IMAGE_SIZE, BATCH_SIZE, cache=False, decode="fast")))
+    difference = np.abs(keras_pixels - fast_pixels)
+
+    tl.set_seed(SEED)
+    train = tl.extract_features(base, data / "train", verbose=False)
+    head, _ = tl.train_head(train, epochs=EPOCHS, seed=SEED)
+    model = tl.build_classifier(base, head=head)
+    labels = np.asarray(tl.scan_image_tree(folder).labels)
+    keras_pred = model.predict(keras_pixels, batch_size=BATCH_SIZE, verbose=0).argmax(-1)
+    fast_pred = model.predict(fast_pixels, batch_size=BATCH_SIZE, verbose=0).argmax(-1)
+    shutil.rmtree(homes, ignore_errors=True)
+    return {
+        "images": len(files),
+        "rounds": rounds,
+        **{f"{key}_images_per_s": value for key, value in median.items()},
+        "pipeline_speedup_fast": median["pipeline_fast"] / median["pipeline_keras"],
+        "first_pass_speedup_fast": median["first_pass_fast"] / median["first_pass_keras"],
+        "pixel_mean_abs_difference": float(difference.mean()),
+        "pixel_max_abs_difference": float(difference.max()),
+        "images_with_a_pixel_off_by_more_than_20": int((difference.reshape(len(files), -1).max(axis=1) > 20).sum()),
+        "predictions_changed": int((keras_pred != fast_pred).sum()),
+        "accuracy_keras_decoded": float((keras_pred == labels).mean()),
+        "accuracy_fast_decoded": float((fast_pred == labels).mean()),
     }
 
 
@@ -355,7 +431,7 @@ def phase_kernel_probe(data: Path) -> dict:
     import numpy as np
 
     import tlhelpers as tl
-    from tlhelpers import _cpu
+    from tlhelpers import runtime
 
     base = _base()
     base_only, folded_only, _ = _base_alone(base)
@@ -368,7 +444,7 @@ def phase_kernel_probe(data: Path) -> dict:
     start = time.perf_counter()
     model.fit(images, labels, batch_size=BATCH_SIZE, verbose=0)
     return {
-        "onednn": _cpu.onednn_enabled(),
+        "onednn": runtime.onednn_enabled(),
         "base_alone_images_per_s": base_only,
         "folded_base_alone_images_per_s": folded_only,
         "fine_tune_images_per_s": len(images) / (time.perf_counter() - start),
@@ -470,7 +546,7 @@ def _markdown(results: dict) -> str:
         "| Images per second through the frozen base, first pass over 3,000 JPEGs (median of 3 alternating rounds) | |",
         "|---|---:|",
         f"| `model.predict` over `image_dataset_from_directory`, end to end | {t['baseline_images_per_s']:.0f} |",
-        f"| tlhelpers `extract_features`, end to end, cold (every file checked: Pillow reads its header, the pass itself decodes it; BatchNorm folded; parallel reduced-scale JPEG decoding) | {t['tlhelpers_images_per_s']:.0f} ({t['speedup']:.2f}×; {t['share_of_folded_base']:.0%} of the folded base alone) |",
+        f"| tlhelpers `extract_features`, end to end, cold (every file checked: Pillow reads its header, the pass itself decodes it; BatchNorm folded; Keras' own decoding, in parallel) | {t['tlhelpers_images_per_s']:.0f} ({t['speedup']:.2f}×; {t['share_of_folded_base']:.0%} of the folded base alone) |",
         f"| the same on a folder checked before (the scan reads its cache) | {t['tlhelpers_checked_images_per_s']:.0f} ({t['tlhelpers_checked_images_per_s'] / t['baseline_images_per_s']:.2f}×; {t['share_of_folded_base_checked']:.0%}) |",
         f"| the base alone, graph mode, tensors in memory | {t['base_alone_images_per_s']:.0f} |",
         f"| the base alone with BatchNorm folded into the convolutions (what `extract_features` runs) | {t['folded_base_alone_images_per_s']:.0f} |",
@@ -480,6 +556,18 @@ def _markdown(results: dict) -> str:
         f"| speed-up per round, cold route | {', '.join(f'{x:.2f}×' for x in t['speedup_per_round'])} |",
         f"| the base in bfloat16 against float32 (this CPU {'has' if b['cpu_has_avx512_bf16'] or b['cpu_has_amx_bf16'] else 'has no'} bfloat16 instructions) | {b['bfloat16_images_per_s'] / b['float32_images_per_s']:.2f}× (features within {b['feature_relative_error']:.1%}) |",
     ]
+    d = results.get("decoders")
+    if d:
+        rows += [
+            "",
+            f'| Decoding {d["images"]:,} validation JPEGs at 160×160 (median of 3 alternating rounds) | Keras\' own (default) | reduced-scale (`decode="fast"`) | fast / Keras |',
+            "|---|---:|---:|---:|",
+            f"| the pipeline alone, images per second | {d['pipeline_keras_images_per_s']:.0f} | {d['pipeline_fast_images_per_s']:.0f} | {d['pipeline_speedup_fast']:.2f}× |",
+            f"| `extract_features` first pass, cold, images per second | {d['first_pass_keras_images_per_s']:.0f} | {d['first_pass_fast_images_per_s']:.0f} | {d['first_pass_speedup_fast']:.2f}× |",
+            f"| pixels against Keras' loader: mean / largest absolute difference (levels of 255) | 0 / 0 | {d['pixel_mean_abs_difference']:.2f} / {d['pixel_max_abs_difference']:.0f} | |",
+            f"| predictions of a head trained on Keras-decoded features that change class | | {d['predictions_changed']} of {d['images']:,} | |",
+            f"| accuracy of that classifier | {d['accuracy_keras_decoded']:.1%} | {d['accuracy_fast_decoded']:.1%} | |",
+        ]
     if k:
         rows += [
             "",
