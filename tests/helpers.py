@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SAMPLE = Path(__file__).resolve().parent.parent / "tlhelpers" / "sample_data" / "cats_and_dogs_sample"
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "tlhelpers" / "sample_data" / "cats_and_dogs_sample"
 
 
 def sample_images(n: int = 8, size=(160, 160), split: str = "validation"):

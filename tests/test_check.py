@@ -87,3 +87,32 @@ def test_a_damaged_weights_file_is_named_with_the_fix(installed, monkeypatch, of
     assert line.startswith("  FAIL  MobileNetV2 weights") and str(damaged.parent) in line
     assert "delete it, then `python -m tlhelpers.kit install PATH/TO/kit`" in line
     assert "02_feature_extraction" in out.split("Verdict:")[1]
+
+
+def test_the_time_estimate_is_within_a_factor_of_two_of_a_quick_run_here(tmp_path):
+    """The check's estimate of notebook 5 in quick mode, from its speed probe on this machine,
+    against the same notebook run here in quick mode: within a factor of two."""
+    import os
+    import shutil
+    import time
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    from helpers import ROOT
+
+    report = check.Report()
+    check._probe(report)
+    name = "05_predictions_and_evaluation"
+    estimate = check.estimate_seconds(name, "quick", report.probe)
+    shutil.copy(ROOT / "notebooks" / f"{name}.ipynb", tmp_path)
+    nb = nbformat.read(tmp_path / f"{name}.ipynb", as_version=4)
+    saved = os.environ.get("TLHELPERS_QUICK")
+    os.environ["TLHELPERS_QUICK"] = "1"  # the kernel inherits it
+    try:
+        start = time.perf_counter()
+        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+        measured = time.perf_counter() - start
+    finally:
+        os.environ.pop("TLHELPERS_QUICK") if saved is None else os.environ.__setitem__("TLHELPERS_QUICK", saved)
+    assert 0.5 <= estimate / measured <= 2, f"estimated {estimate:.0f} s, measured {measured:.0f} s"

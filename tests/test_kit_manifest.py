@@ -201,14 +201,14 @@ def test_an_interrupted_install_leaves_no_dataset_that_looks_complete_and_a_reru
     with pytest.raises(OSError, match="simulated"):
         kit.install(src)
     toy = core.datasets_dir() / "toy"
-    assert not datasets._complete(toy, TOY) and not toy.exists()
+    assert not datasets.is_complete(toy, TOY) and not toy.exists()
     assert list(core.datasets_dir().iterdir()) == []  # no staging folder left behind either
     monkeypatch.setattr(kit, "_copy_verified", copy)
     stale = core.datasets_dir() / f".toy.abc123{core.STAGING_SUFFIX}"  # what an install killed outright leaves
     (stale / "train").mkdir(parents=True)
     report = kit.install(src)
     assert report.copied == {"keras": 0, "tfhub_modules": 0, "datasets": 12}  # the weights and TF Hub models were complete
-    assert datasets._complete(toy, TOY) and _installed(dest) == EXPECTED and not stale.exists()
+    assert datasets.is_complete(toy, TOY) and _installed(dest) == EXPECTED and not stale.exists()
 
 
 def test_two_installs_at_once_take_turns(tmp_path, dest, monkeypatch):

@@ -107,3 +107,16 @@ def test_importing_the_package_imports_no_tensorflow():
     code = "import sys, tlhelpers as tl; tl.core; tl.kit; tl.scan; print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_no_module_imports_another_modules_private_names(name):
+    """Names a module shares with others are public; a leading underscore means "this module's own"."""
+    private = [
+        f"{node.module}.{alias.name}"
+        for node in ast.walk(ast.parse(MODULES[name].read_text()))
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("tlhelpers"))
+        for alias in node.names
+        if alias.name.startswith("_") and alias.name not in MODULES  # the private modules (_tf, _cpu) serve the package
+    ]
+    assert not private, f"{name} imports private names of other modules: {private}"

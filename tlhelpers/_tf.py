@@ -15,7 +15,10 @@ TensorFlow's info and warning lines out afterwards while its errors still show. 
 :func:`stderr_lines_dropped` removes known, harmless lines that C++ libraries print
 straight to descriptor 2 later (libjpeg's "Corrupt JPEG data" for a file the scan
 is about to report, the LiteRT runtime's delegate notice) and lets every other line,
-errors included, through.
+errors included, through. In a Jupyter kernel, where ipykernel already passes
+descriptor 2 through a pipe into the notebook, :data:`HARMLESS_TENSORFLOW_LINES` are
+dropped for the kernel's whole life: two error-level lines TensorFlow 2.20 and 2.21
+print although nothing is wrong.
 """
 
 from __future__ import annotations
@@ -134,9 +137,36 @@ def stderr_lines_dropped(patterns: Iterable[str]) -> Iterator[None]:
             thread.join(timeout=5)
 
 
+#: Error-level lines TensorFlow prints although nothing is wrong. A tf.data graph rewrite that
+#: op determinism (``tl.set_seed``) turns on copies an attribute the rewritten op does not
+#: declare ("Unknown attributes will be ignored"); and oneDNN reports, once, that it leaves
+#: float16 arithmetic to Eigen on this CPU.
+HARMLESS_TENSORFLOW_LINES = (
+    r"node_def_util\.cc:\d+\] NodeDef mentions attribute use_unbounded_threadpool which is not in the op definition",
+    r"util\.cc:\d+\] oneDNN supports DT_HALF only on platforms with AVX-512",
+)
+
+
+def _drop_for_the_process(patterns: Iterable[str]) -> None:
+    """Enter :func:`stderr_lines_dropped` and never leave it: the filter lasts as long as the process."""
+    context = stderr_lines_dropped(patterns)
+    context.__enter__()
+    _drop_for_the_process.context = context  # kept alive
+
+
 import_tensorflow_quietly()
+if "ipykernel" in sys.modules and not os.environ.get("TLHELPERS_TF_LOGS"):
+    _drop_for_the_process(HARMLESS_TENSORFLOW_LINES)
 
 import keras  # noqa: E402  (after the quiet import above, which this module exists for)
 import tensorflow as tf  # noqa: E402
 
-__all__ = ["LIBJPEG_NOTICES", "import_tensorflow_quietly", "keras", "quiet_tensorflow_logs", "stderr_lines_dropped", "tf"]
+__all__ = [
+    "HARMLESS_TENSORFLOW_LINES",
+    "LIBJPEG_NOTICES",
+    "import_tensorflow_quietly",
+    "keras",
+    "quiet_tensorflow_logs",
+    "stderr_lines_dropped",
+    "tf",
+]

@@ -41,7 +41,7 @@ SUPPORTED = {
     "numpy": ("1.26", None),
     "tensorflow-hub": ("0.16", None),
 }
-#: The run times the estimates scale from (measured by tools/time_notebooks.py).
+#: The run times the estimates scale from (measured by tools/run_notebooks.py).
 TIMES_FILE = Path(__file__).resolve().parent / "notebook_times.json"
 _PROBE_SIZE = 160
 _PROBE_BATCH = 32
@@ -267,7 +267,7 @@ def _check_datasets(report: Report, record: dict[str, str], online: dict[str, bo
     needed_bytes = 0
     for name, source in datasets.DATASETS.items():
         folder = core.datasets_dir() / name
-        if datasets._complete(folder, source):
+        if datasets.is_complete(folder, source):
             count = sum(1 for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
             prefixes = (f"{folder}/", f"{folder.resolve()}/")
             origin = "from the offline kit" if any(f.startswith(prefixes) for f in record) else "downloaded earlier"

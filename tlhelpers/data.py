@@ -281,7 +281,7 @@ def load_splits(
     if (root / "train").is_dir() and (root / "validation").is_dir():
         train = load_image_dataset(root / "train", **common)
         validation, test = load_image_dataset(
-            root / "validation", validation_split=0.5, subset="both", class_names=train.class_names, **common
+            root / "validation", validation_split=0.5, subset="both", shuffle=False, class_names=train.class_names, **common
         )
         return Splits(train, validation, test)
     train = load_image_dataset(root, validation_split=held_out, subset="training", **common)

@@ -96,7 +96,8 @@ class DatasetUnavailableError(RuntimeError):
     """A named dataset is neither installed nor downloadable right now."""
 
 
-def _complete(folder: Path, source: DatasetSource) -> bool:
+def is_complete(folder: Path, source: DatasetSource) -> bool:
+    """Whether ``folder`` holds an extracted copy of the dataset: its split folders exist and it is not empty."""
     return folder.is_dir() and all((folder / split).is_dir() for split in source.splits) and any(folder.iterdir())
 
 
@@ -124,7 +125,7 @@ def dataset_path(name: str, download: bool = True) -> Path:
         raise ValueError(f"Unknown dataset {name!r}; choose one of {sorted([*DATASETS, *BUNDLED])}.")
     source = DATASETS[name]
     folder = core.datasets_dir() / name
-    if _complete(folder, source):
+    if is_complete(folder, source):
         return folder
     if not download:
         raise DatasetUnavailableError(_missing_message(name, folder, "downloads are switched off"))
@@ -161,7 +162,7 @@ def fetch(
     source = DATASETS[name]
     target_root = Path(target_dir) if target_dir else core.datasets_dir()
     target = target_root / name
-    if _complete(target, source):
+    if is_complete(target, source):
         return target
     if source.urls[0].startswith("kaggle://"):
         return _fetch_kaggle(source, target)
@@ -174,7 +175,7 @@ def fetch(
 
 
 def _install_extracted(extracted: Path, target: Path, source: DatasetSource) -> None:
-    if not _complete(extracted, source):
+    if not is_complete(extracted, source):
         raise ValueError(f"The archive does not hold the expected folder {source.root!r} with {source.splits}.")
     core.replace_folder(extracted, target)
 
@@ -188,7 +189,7 @@ def _fetch_kaggle(source: DatasetSource, target: Path) -> Path:
     except Exception as err:  # kagglehub raises network, HTTP and credential errors of many types
         raise OSError(f"Kaggle download of {handle} failed: {type(err).__name__}: {err}") from err
     candidates = [downloaded / source.root, *downloaded.glob(f"*/{source.root}"), downloaded]
-    found = next((c for c in candidates if _complete(c, source)), None)
+    found = next((c for c in candidates if is_complete(c, source)), None)
     if found is None:
         raise ValueError(f"The Kaggle dataset {handle} does not hold the expected {source.splits} folders.")
     with core.staging_beside(target) as work:

@@ -306,12 +306,12 @@ def train_head(
     seed: int | None = None,
     steps_per_execution: int = 64,
 ) -> tuple[keras.Model, keras.callbacks.History]:
-    """Train :func:`tlhelpers.classifier_head` on cached features.
+    """Train :func:`tlhelpers.models.classifier_head` on cached features.
 
     A head's training step is so small that Keras' per-step Python work is most of its
     time; ``steps_per_execution`` runs that many steps in one compiled call (the same
-    updates, about a third less time for 2,000 vectors and 10 epochs), and validation
-    runs in batches of 1,024 rows (the same metrics, fewer calls). Batch-level
+    updates, in less time), and validation runs in batches of 1,024 rows (the same
+    metrics, fewer calls). Batch-level
     callbacks then see one call per group of steps; epoch-level ones are unaffected.
 
     Returns:

@@ -90,7 +90,7 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
     In inference mode a BatchNormalization layer is a fixed per-channel scale and
     shift, which can be merged into the convolution before it: the copy computes the
     same outputs (to float32 rounding) with about fifty fewer memory-bound layers in
-    MobileNetV2, roughly 1.5x the images per second on a CPU. Use it only for
+    MobileNetV2, so faster (``benchmarks/README.md`` measures how much). Use it only for
     inference (feature extraction); train the original.
 
     Returns:

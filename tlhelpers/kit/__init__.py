@@ -117,7 +117,7 @@ class _Unit:
     folder: bool
 
 
-def _some(names: list[str], shown: int = 5) -> str:
+def some_names(names: list[str], shown: int = 5) -> str:
     """``names`` for a message: the first few, then how many more."""
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
     return ", ".join(names[:shown]) + more
@@ -349,7 +349,7 @@ def install(kit_dir: str | os.PathLike) -> InstallReport:
     missing = sorted(name for name in sums if not (kit / name).is_file())
     if missing:
         raise FileNotFoundError(
-            f"The kit {kit} is incomplete: {len(missing)} file(s) listed in {MANIFEST} are missing: {_some(missing)}. "
+            f"The kit {kit} is incomplete: {len(missing)} file(s) listed in {MANIFEST} are missing: {some_names(missing)}. "
             "Copy the kit again (with links followed: cp -rL)."
         )
     units, unlisted = _plan(kit, sums, present)

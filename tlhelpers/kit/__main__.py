@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from ..core import datasets_dir, hub_cache_dir, keras_models_dir
-from . import MANIFEST, _some, install
+from . import MANIFEST, install, some_names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
             for part, n in report.copied.items():
                 print(f"{part}: {n} file(s) copied")
             if report.unlisted:
-                print(f"skipped {len(report.unlisted)} file(s) not listed in {MANIFEST}: {_some(report.unlisted, 10)}")
+                print(f"skipped {len(report.unlisted)} file(s) not listed in {MANIFEST}: {some_names(report.unlisted, 10)}")
             print(f"Keras weights: {keras_models_dir()}\nTF Hub models: {hub_cache_dir()}\nDatasets: {datasets_dir()}")
         else:
             from .build import download
