@@ -51,11 +51,11 @@ def dest(tmp_path, monkeypatch) -> Path:
 
 
 def _installed(dest: Path) -> dict[str, bytes]:
-    """Every installed file by its path below ``dest``, the lock file left out."""
+    """Every installed file by its path below ``dest``, the lock file and the install record left out."""
     return {
         p.relative_to(dest).as_posix(): p.read_bytes()
         for p in sorted(dest.rglob("*"))
-        if p.is_file() and p.name != ".kit-install.lock"
+        if p.is_file() and p.name not in (".kit-install.lock", "kit-installed.json")
     }
 
 
@@ -78,6 +78,8 @@ def test_install_copies_only_listed_files_following_links_and_stubs(tmp_path, de
     assert report.copied == {"keras": 3, "tfhub_modules": 4, "datasets": 12} and report["keras"] == 3
     assert report.unlisted == ["keras/models/stray.h5", "datasets/toy/train/a/notes.txt"]
     assert _installed(dest) == {**EXPECTED, "keras/models/weights_128.h5": b"weights"}
+    recorded = {Path(path).relative_to(dest).as_posix(): digest for path, digest in kit.installed_files().items()}
+    assert recorded == {rel: hashlib.sha256(data).hexdigest() for rel, data in _installed(dest).items()}
     assert kit.install(src).copied == {"keras": 0, "tfhub_modules": 0, "datasets": 0}  # everything already in place
 
 
