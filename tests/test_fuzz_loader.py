@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 import tlhelpers as tl
-from tlhelpers._tf import LIBJPEG_NOTICES, stderr_lines_dropped
+from tlhelpers._stderr import LIBJPEG_NOTICES, stderr_lines_dropped
 
 from helpers import SAMPLE
 

@@ -25,7 +25,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ._tf import LIBJPEG_NOTICES, stderr_lines_dropped, tf
+from ._stderr import LIBJPEG_NOTICES, stderr_lines_dropped
+from ._tf import tf
 
 #: The ways a pipeline can decode an image file (see the module's docstring).
 DECODERS = ("keras", "fast")

@@ -34,11 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from . import core
-from ._tf import keras, stderr_lines_dropped, tf
+from ._stderr import CONVERTER_NOTICES, stderr_lines_dropped
+from ._tf import keras, tf
 from .litert import BatchRunner, image_batches, litert_interpreter
-
-#: What the converter prints to stderr on a successful int8 conversion (its settings), which no one needs to read.
-CONVERTER_NOTICES = (r"^fully_quantize: \d+, inference_type: ",)
 
 #: The quantization modes :func:`export_litert` offers.
 QUANTIZATIONS = ("none", "dynamic", "int8")

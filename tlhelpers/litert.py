@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._tf import stderr_lines_dropped, tf
+from ._stderr import stderr_lines_dropped
+from ._tf import tf
 
 _INSTALL_HINT = 'pip install "tlhelpers[litert]" (or: pip install ai-edge-litert)'
 #: What the runtime prints to stderr when it starts, and no one needs to read.

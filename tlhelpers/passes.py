@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._tf import LIBJPEG_NOTICES, stderr_lines_dropped, tf
+from ._stderr import LIBJPEG_NOTICES, stderr_lines_dropped
+from ._tf import tf
 from .data import load_image_files, resolve_image_dir
 from .scan import DeferredDecodeCheck, ImageTreeReport, scan_deferring_decode
 
