@@ -99,3 +99,16 @@ def test_top_losses_puts_confident_mistakes_first(batch):
     first = _titled_axes(fig)[0]
     assert "pred dogs 99%" in first.get_title() and "true cats" in first.get_title()
     assert mcolors.to_hex(first.title.get_color()) == plots.WRONG
+
+
+def test_top_losses_rank_by_keras_own_loss_clipped_like_keras():
+    """The ranking uses Keras' sparse categorical cross-entropy: a probability of 0 for the true
+    class costs -ln(1e-7), about 16.12, not infinity, and equal losses keep their order."""
+    import keras
+
+    probs = np.array([[0.9, 0.1], [0.0, 1.0], [0.3, 0.7], [1.0, 0.0], [1e-9, 1 - 1e-9]], "float32")
+    labels = np.array([0, 0, 0, 1, 0])
+    keras_losses = keras.ops.convert_to_numpy(keras.losses.sparse_categorical_crossentropy(labels, probs))
+    assert plots._losses(probs, labels) == pytest.approx(keras_losses, rel=1e-4)
+    assert keras_losses.max() == pytest.approx(-np.log(1e-7), rel=1e-4)
+    assert tl.top_losses(probs, labels, k=5).tolist() == [1, 3, 4, 2, 0]  # 1, 3 and 4 tie at the ceiling

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import sys
 from typing import TYPE_CHECKING
 
 from . import core
@@ -34,7 +33,7 @@ if not os.environ.get("TLHELPERS_TF_LOGS"):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 prefer_onednn()  # TensorFlow's faster oneDNN CPU kernels, also on CPUs where they are off by default
 os.environ.setdefault("TFHUB_CACHE_DIR", str(core.hub_cache_dir()))
-if "ipykernel" in sys.modules:
+if core.in_jupyter_kernel():
     from . import _tf  # noqa: F401  (TensorFlow now, quietly: see the docstring)
 
 #: Public name -> the module that defines it.

@@ -11,6 +11,7 @@ filtered when ``TLHELPERS_TF_LOGS`` is set.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
@@ -103,10 +104,11 @@ HARMLESS_TENSORFLOW_LINES = (
 
 
 def drop_for_the_process(patterns: Iterable[str]) -> None:
-    """Enter :func:`stderr_lines_dropped` and never leave it: the filter lasts as long as the process."""
+    """Enter :func:`stderr_lines_dropped` for the rest of the process; it is left at exit,
+    before the interpreter tears its modules down, so descriptor 2 is restored cleanly."""
     context = stderr_lines_dropped(patterns)
     context.__enter__()
-    drop_for_the_process.context = context  # kept alive
+    atexit.register(context.__exit__, None, None, None)
 
 
 __all__ = [

@@ -25,6 +25,7 @@ import sys
 import warnings
 
 from ._stderr import HARMLESS_TENSORFLOW_LINES, descriptor_2_to, drop_for_the_process
+from .core import in_jupyter_kernel
 
 
 def quiet_tensorflow_logs() -> None:
@@ -65,7 +66,7 @@ def import_tensorflow_quietly() -> None:
 
 
 import_tensorflow_quietly()
-if "ipykernel" in sys.modules and not os.environ.get("TLHELPERS_TF_LOGS"):
+if in_jupyter_kernel() and not os.environ.get("TLHELPERS_TF_LOGS"):
     drop_for_the_process(HARMLESS_TENSORFLOW_LINES)
 
 import keras  # noqa: E402  (after the quiet import above, which this module exists for)

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,12 @@ __all__ = [
 
 #: The suffix of the scratch folders :func:`staging_beside` makes (an interrupted run leaves them behind).
 STAGING_SUFFIX = ".tlhelpers-staging"
+
+
+def in_jupyter_kernel() -> bool:
+    """True inside a running Jupyter (IPython) kernel; False in scripts, tests and plain IPython."""
+    kernelapp = sys.modules.get("ipykernel.kernelapp")
+    return bool(kernelapp and kernelapp.IPKernelApp.initialized())
 
 
 def home() -> Path:

@@ -192,12 +192,25 @@ def plot_confusion_matrix(labels, predicted, class_names: Sequence[str], normali
     return fig
 
 
+#: Keras clips probabilities to [1e-7, 1 - 1e-7] before its cross-entropy takes their
+#: logarithm (``keras.config.epsilon()``), so no loss exceeds -ln(1e-7), about 16.12.
+_KERAS_EPSILON = 1e-7
+
+
+def _losses(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each example's sparse categorical cross-entropy, clipped as Keras clips it."""
+    return -np.log(np.clip(probabilities[np.arange(len(labels)), labels], _KERAS_EPSILON, 1.0 - _KERAS_EPSILON))
+
+
 def top_losses(probabilities, labels, k: int = 9) -> np.ndarray:
-    """Indices of the ``k`` examples with the highest loss (the most confident mistakes first)."""
+    """Indices of the ``k`` examples with the highest loss (the most confident mistakes first).
+
+    The loss is Keras' ``sparse_categorical_crossentropy`` of each example; equal losses keep
+    the examples' order.
+    """
     probabilities = np.asarray(probabilities)
     labels = np.asarray(labels, int)
-    losses = -np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1.0))
-    return np.argsort(-losses, kind="stable")[:k]
+    return np.argsort(-_losses(probabilities, labels), kind="stable")[:k]
 
 
 def plot_top_losses(images, probabilities, labels, class_names: Sequence[str], k: int = 9, cols: int = 3, size: float = 2.6):
@@ -209,7 +222,7 @@ def plot_top_losses(images, probabilities, labels, class_names: Sequence[str], k
     for i, ax in zip(idx, axes):
         p = probabilities[i]
         pred = int(p.argmax())
-        loss = -np.log(max(float(p[labels[i]]), 1e-12))
+        loss = float(_losses(p[None], np.asarray([labels[i]]))[0])
         ax.imshow(_to_display(images[i]))
         ax.set_title(
             f"pred {class_names[pred]} {p[pred]:.0%}\ntrue {class_names[labels[i]]}, loss {loss:.2f}",

@@ -39,6 +39,8 @@ class PairedTest:
         return self.fixed + self.broken
 
     def __str__(self) -> str:
+        if not self.changed:
+            return f"0 of {self.n} photos changed: the two models agree on every photo, so there is nothing to test"
         return (
             f"{self.changed} of {self.n} photos changed: {self.fixed} to right, {self.broken} to wrong; "
             f"a split at least this lopsided comes by chance with probability {self.p_value:.1%}"

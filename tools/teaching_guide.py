@@ -82,57 +82,51 @@ def timetable(title: str, budget: int, items: list[tuple[str, int]]) -> str:
     return "\n".join([f"**{title}**", "", "| Starts | Length | What |", "|---|---:|---|", *rows])
 
 
-def schedules(by_number: dict[str, dict]) -> str:
-    def lesson(number: str, mode: str, where: str) -> tuple[str, int]:
-        item = by_number[number]
-        return f"Notebook {number}, {item['title'].split('. ', 1)[-1]} ({mode} mode, {where})", slot(item, mode)
-
-    taster = timetable(
+#: The three schedules: title, minutes available, and the parts in order. A part is a lesson's
+#: notebook number (its slot comes from the measurements) or a (what, minutes) pair.
+SCHEDULES = [
+    (
         "A 90-minute taster (learners' laptops or Colab, quick mode)",
         90,
+        "quick",
         [
             ("Welcome; `python -m tlhelpers.check` on every machine (done the day before: this is the last look)", 10),
-            lesson("01", "quick", "laptops"),
-            lesson("02", "quick", "laptops"),
-            lesson("05", "quick", "laptops"),
-            ("Wrap-up: what transferred, where to go next", 5),
+            "01",
+            "02",
+            ("Wrap-up: what transferred, where to go next (notebooks 3 to 8 to take home)", 5),
         ],
-    )
-    half_day = timetable(
+    ),
+    (
         "A half day (3.5 hours; quick mode on laptops, or full mode on Colab's T4 GPUs)",
         210,
-        [
-            ("Welcome and the setup check", 10),
-            lesson("01", "quick", "laptops"),
-            lesson("02", "quick", "laptops"),
-            lesson("03", "quick", "laptops"),
-            ("Break", 15),
-            lesson("04", "quick", "laptops"),
-            lesson("05", "quick", "laptops"),
-            lesson("08", "quick", "laptops"),
-            ("Wrap-up and exercises to take home", 10),
-        ],
-    )
-    full_day = timetable(
+        "quick",
+        [("Welcome and the setup check", 10), "01", "02", "03", ("Break", 15), "05", "08"]
+        + [("Wrap-up and exercises to take home (notebooks 4, 6 and 7 too)", 10)],
+    ),
+    (
         "A full day (9:00 to 17:00; full mode on Colab's T4 GPUs, times estimated)",
         480,
-        [
-            ("Welcome and the setup check", 15),
-            lesson("01", "t4_full", "Colab T4"),
-            lesson("02", "t4_full", "Colab T4"),
-            ("Break", 15),
-            lesson("03", "t4_full", "Colab T4"),
-            ("Lunch", 60),
-            lesson("04", "t4_full", "Colab T4"),
-            lesson("05", "t4_full", "Colab T4"),
-            ("Break", 15),
-            lesson("06", "t4_full", "Colab T4"),
-            lesson("07", "t4_full", "Colab T4"),
-            lesson("08", "t4_full", "Colab T4"),
-            ("Exercises of the learners' choice, and wrap-up", 30),
-        ],
-    )
-    return "\n\n".join([taster, half_day, full_day]).replace("t4_full mode", "full mode")
+        "t4_full",
+        [("Welcome and the setup check", 15), "01", "02", ("Break", 15), "03", ("Lunch", 60), "04", "05"]
+        + [("Break", 15), "06", "07", "08", ("Exercises of the learners' choice, and wrap-up", 30)],
+    ),
+]
+
+
+def schedules(by_number: dict[str, dict]) -> str:
+    """The three schedules as timetables, each lesson's slot from its measured times."""
+    where = {"quick": "quick mode, laptops", "t4_full": "full mode, Colab T4"}
+    tables = []
+    for title, budget, mode, parts in SCHEDULES:
+        items = []
+        for part in parts:
+            if isinstance(part, str):
+                item = by_number[part]
+                items.append((f"Notebook {part}, {item['title'].split('. ', 1)[-1]} ({where[mode]})", slot(item, mode)))
+            else:
+                items.append(part)
+        tables.append(timetable(title, budget, items))
+    return "\n\n".join(tables)
 
 
 def run_time_table(items: list[dict], record: dict) -> str:
@@ -180,7 +174,7 @@ Learners who can read and run Python (functions, loops, NumPy arrays) and want t
 image classifier on their own photos. No earlier deep-learning course is needed: notebook 1
 introduces convolutional bases, notebook 2 the Keras functional model and the three data sets.
 What helps: having seen a training loop once, and knowing what a validation set is for. Each
-notebook opens with what the learner will be able to do, and ends with a recap and two or three
+notebook opens with what the learner will be able to do, and ends with a recap and two to four
 exercises.
 
 ## How long each lesson takes
@@ -250,7 +244,7 @@ Why the lessons can train in seconds on a laptop: they cache the frozen base's f
 
 ## Exercises and solutions
 
-Every notebook ends with two or three exercises, each with a hint and a worked solution folded
+Every notebook ends with two to four exercises, each with a hint and a worked solution folded
 away under *Solution* (click to open): learners see the task first. In a workshop, give the
 exercises of the lesson just finished while the next notebook's first cells run, and open the
 solutions together at the start of the next lesson. The solutions are code to run after the
