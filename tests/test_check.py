@@ -44,6 +44,8 @@ def test_nothing_installed_and_no_network_fails_with_the_fix(tmp_path, monkeypat
         and "weights mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_160_no_top.h5 missing" in out
     )
     assert "warn  06_generic_base_model_loader" not in out  # it needs weights in both modes: it cannot run at all
+    line_06 = next(line for line in out.splitlines() if "06_generic_base_model_loader" in line)
+    assert line_06.lstrip().startswith("FAIL") and "cannot run in either mode" in line_06
     assert "Verdict: 8 problem(s)" in out
     assert check.main(["--no-probe"]) == 1  # the command's exit status
     assert "Verdict: 8 problem(s)" in capsys.readouterr().out

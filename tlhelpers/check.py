@@ -76,8 +76,8 @@ def _both(*items: str) -> dict[str, tuple[str, ...]]:
 
 SAMPLE_OR_FULL = {"quick": ("cats_and_dogs_sample",), "full": ("cats_and_dogs_filtered",)}
 LESSONS = [
-    Lesson("01_base_model", _both(_weights("1.0", 224, True), _weights("1.0", 160), _weights("0.35", 160)), SAMPLE_OR_FULL),
-    Lesson("02_feature_extraction", _both(_weights("1.0", 160)), SAMPLE_OR_FULL),
+    Lesson("01_base_model", _both(_weights("1.0", 224, True), _weights("1.0", 160)), SAMPLE_OR_FULL),
+    Lesson("02_feature_extraction", _both(_weights("1.0", 160), _weights("0.35", 160)), SAMPLE_OR_FULL),
     Lesson("03_fine_tuning", {"quick": (_weights("1.0", 96),), "full": (_weights("1.0", 160),)}, SAMPLE_OR_FULL),
     Lesson(
         "04_tfhub_feature_extractor",
@@ -407,7 +407,8 @@ def _print_lessons(report: Report, stream) -> None:
             times = " / ".join(_minutes(estimate_seconds(name, m, report.probe, reference)) for m in ("quick", "full"))
         status = "ok" if not blocked["full"] else ("warn" if not blocked["quick"] else "FAIL")
         why = "; ".join(blocked["full"])
-        detail = times + (f"  cannot run in full mode: {why}" if why else "") + (" (quick mode can)" if status == "warn" else "")
+        mode = "either mode" if status == "FAIL" else "full mode"
+        detail = times + (f"  cannot run in {mode}: {why}" if why else "") + (" (quick mode can)" if status == "warn" else "")
         print(f"  {status:<4}  {name:<32} {detail}", file=stream)
     if report.probe and report.device == "GPU":
         print("  (on a GPU only the network's share of each run speeds up: read the estimates as lower bounds)", file=stream)

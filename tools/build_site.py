@@ -16,6 +16,7 @@ GitHub at the release tag. MkDocs (Material theme, mkdocs-jupyter, mkdocstrings)
 from __future__ import annotations
 
 import argparse
+import os
 import posixpath
 import re
 import shutil
@@ -98,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     command = [sys.executable, "-m", "mkdocs", "serve" if args.serve else "build", "--config-file", str(ROOT / "mkdocs.yml")]
     if not args.serve:
         command += ["--site-dir", args.site_dir, "--quiet"]
-    return subprocess.run(command, cwd=ROOT).returncode
+    # Material 9.7 prints a banner about its successor on every build; the build's own messages still show.
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    return subprocess.run(command, cwd=ROOT, env=env).returncode
 
 
 if __name__ == "__main__":
