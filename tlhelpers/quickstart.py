@@ -37,7 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width multiplier (1.0 or 0.35 in the kit)")
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
+    from tlhelpers._stderr import HARMLESS_TENSORFLOW_LINES, stderr_lines_dropped
 
+    with stderr_lines_dropped(HARMLESS_TENSORFLOW_LINES):  # TensorFlow's error-level lines about nothing
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The quick start itself, for :func:`main`'s parsed arguments."""
     import matplotlib
 
     matplotlib.use("Agg")
