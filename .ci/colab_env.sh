@@ -8,16 +8,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 
-# Colab's Python: COLAB_PYTHON if set, else python3.13 on PATH, else pyenv's 3.13.
+# Colab's Python: COLAB_PYTHON if set, else python3.13 on PATH, else pyenv's 3.13; the first
+# candidate that really runs Python 3.13 (a pyenv shim on PATH fails unless 3.13 is selected).
+is_python313() { [ -n "$1" ] && "$1" -c 'import sys; assert sys.version_info[:2] == (3, 13)' > /dev/null 2>&1; }
 find_python313() {
-    if [ -n "${COLAB_PYTHON:-}" ]; then echo "$COLAB_PYTHON"; return; fi
-    if command -v python3.13 > /dev/null 2>&1; then command -v python3.13; return; fi
-    local root
+    local root candidate
     root=$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")
-    ls -d "$root"/versions/3.13*/bin/python3.13 2>/dev/null | sort -V | tail -n 1 || true
+    for candidate in "${COLAB_PYTHON:-}" "$(command -v python3.13 2>/dev/null || true)" \
+        $(ls -d "$root"/versions/3.13*/bin/python3.13 2>/dev/null | sort -V -r); do
+        if is_python313 "$candidate"; then echo "$candidate"; return; fi
+        if [ -n "${COLAB_PYTHON:-}" ]; then return; fi  # a Python chosen by hand is not second-guessed
+    done
 }
 PY313=$(find_python313 || true)
-if [ -z "$PY313" ] || ! "$PY313" -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null; then
+if ! is_python313 "$PY313"; then
     echo "The Colab leg needs Python 3.13 (Colab's): no Python 3.13 interpreter found (COLAB_PYTHON, python3.13 on PATH, pyenv's versions/3.13*)." >&2
     echo "Install it (e.g. pyenv install 3.13.0) or set COLAB_PYTHON to its interpreter." >&2
     exit 1
