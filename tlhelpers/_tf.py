@@ -14,8 +14,9 @@ TensorFlow's info and warning lines out afterwards while its errors still show. 
 
 In a Jupyter kernel, where ipykernel already passes descriptor 2 through a pipe into
 the notebook, the lines of :data:`._stderr.HARMLESS_TENSORFLOW_LINES` (two error-level
-lines TensorFlow 2.20 and 2.21 print although nothing is wrong) are dropped for the
-kernel's whole life; every other line, errors included, still shows.
+lines TensorFlow 2.20 and 2.21 print although nothing is wrong, and the LiteRT converter's
+notice after an int8 conversion) are dropped for the kernel's whole life; every other line,
+errors included, still shows.
 """
 
 from __future__ import annotations
