@@ -284,9 +284,7 @@ def load_splits(
             root / "validation", validation_split=0.5, subset="both", shuffle=False, class_names=train.class_names, **common
         )
         return Splits(train, validation, test)
-    train = load_image_dataset(root, validation_split=held_out, subset="training", **common)
-    common["verbose"] = False  # the folder's report was printed once
-    rest = load_image_dataset(root, validation_split=held_out, subset="validation", **common)
+    train, rest = load_image_dataset(root, validation_split=held_out, subset="both", **common)  # one scan
     halves = split_files(list(zip(rest.file_paths, rest.labels)), 0.5, seed)
 
     def part(pairs: list):

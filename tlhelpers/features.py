@@ -256,7 +256,7 @@ def extract_features(
             base, files, image_size, network, augmentation, augment_passes, augment_seed, digest, decode, interpolation
         )
         paths["cache"] = cache_dir() / f"{key}.npz"
-        return _load(paths["cache"]) if cache else None
+        return _load(paths["cache"])
 
     run = first_pass(
         data,
@@ -265,7 +265,7 @@ def extract_features(
         batch_size,
         decode,
         interpolation,
-        reuse=stored,
+        reuse=stored if cache else None,
         desc="features",
         verbose=verbose,
     )
@@ -287,7 +287,7 @@ def extract_features(
         augmented=np.stack(passes) if passes else np.zeros((0, *features.shape), "float32"),
         seconds=time.perf_counter() - start,
         images_per_second=len(run.files) / run.seconds if run.seconds else 0.0,
-        cache_file=paths["cache"] if cache else None,
+        cache_file=paths.get("cache"),
     )
     if cache:
         _save(paths["cache"], fs)
