@@ -336,16 +336,18 @@ def reference_times() -> dict:
 def estimate_seconds(lesson: str, mode: str, probe: float, reference: dict | None = None) -> float | None:
     """A notebook's run time on this machine: its measured time, scaled by the speed probe.
 
-    ``reference`` holds each notebook's measured seconds in both modes and the probe's
-    speed on the machine that measured them; the estimate is measured seconds x
-    reference speed / this machine's speed. On a GPU, only the network's share of the
+    ``reference`` holds each notebook's measured seconds in both modes and, beside each,
+    the probe's speed in the run that measured it (``"<mode>_probe"``; the file's overall
+    ``probe_images_per_second`` where a time has none); the estimate is measured
+    seconds x that speed / this machine's speed. On a GPU, only the network's share of the
     time speeds up (decoding and plotting stay on the CPU), so read it as a lower bound.
     """
     reference = reference or reference_times()
-    seconds = reference["notebooks"].get(lesson, {}).get(mode)
+    measured = reference["notebooks"].get(lesson, {})
+    seconds = measured.get(mode)
     if seconds is None or not probe:
         return None
-    return seconds * reference["probe_images_per_second"] / probe
+    return seconds * measured.get(f"{mode}_probe", reference["probe_images_per_second"]) / probe
 
 
 def _minutes(seconds: float | None) -> str:

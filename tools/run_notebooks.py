@@ -7,8 +7,8 @@
 Each notebook runs in a fresh kernel from the ``notebooks`` folder, with the offline kit (or
 the network) providing its data. Full mode writes the outputs into the notebook; quick mode
 (``TLHELPERS_QUICK=1``) runs on a temporary copy. The wall time of every run, and the speed
-of ``python -m tlhelpers.check``'s probe on this machine measured before and after, go into
-``tlhelpers/notebook_times.json``: the check scales them to estimate run times on other
+of ``python -m tlhelpers.check``'s probe on this machine measured before and after (their
+median is stored beside each time it ran with), go into ``tlhelpers/notebook_times.json``: the check scales them to estimate run times on other
 machines, and ``tools/teaching_guide.py`` builds the teacher's schedules from them.
 """
 
@@ -90,17 +90,22 @@ def main(argv: list[str] | None = None) -> int:
     modes = ["full"] if args.full else ["quick"] if args.quick else ["quick", "full"]
     record = json.loads(TIMES.read_text()) if TIMES.exists() else {"notebooks": {}}
     speeds = [probe()]
+    measured = []
     for path in chosen:
         for mode in modes:
             print(f"[{time.strftime('%H:%M:%S')}] {path.name} ({mode})", flush=True)
             seconds = run(path, quick=mode == "quick")
-            record["notebooks"].setdefault(path.stem, {})[mode] = round(seconds, 1)
+            measured.append((path.stem, mode, seconds))
             print(f"  {seconds:.0f} s", flush=True)
     speeds.append(probe())
+    run_probe = round(statistics.median(speeds), 1)
+    for stem, mode, seconds in measured:  # each time keeps the probe of the run that measured it
+        record["notebooks"].setdefault(stem, {}).update({mode: round(seconds, 1), f"{mode}_probe": run_probe})
+    probes = [v for entry in record["notebooks"].values() for k, v in entry.items() if k.endswith("_probe")]
     import tensorflow as tf
 
     record.update(
-        probe_images_per_second=round(statistics.median(speeds), 1),
+        probe_images_per_second=round(statistics.median(probes), 1),
         machine=f"{os.cpu_count()} CPU cores, {platform.machine()}, "
         + (f"{len(tf.config.list_physical_devices('GPU'))} GPU(s)" if tf.config.list_physical_devices("GPU") else "no GPU"),
         software=f"Python {platform.python_version()}, TensorFlow {tf.__version__}",

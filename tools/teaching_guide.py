@@ -143,7 +143,8 @@ def run_time_table(items: list[dict], record: dict) -> str:
         "",
         f"Measured on {record['machine']} ({record['software']}), {record['measured']}, each notebook in a fresh kernel "
         f"with the offline kit installed; MobileNetV2 at 160 px ran {record['probe_images_per_second']:.0f} images per "
-        "second there (the speed probe of `python -m tlhelpers.check`, which scales these times to the machine it runs on). "
+        "second there, the median of the speed probe of `python -m tlhelpers.check` taken around the runs (the check "
+        "scales each time by the probe of its own run to estimate it on the machine it runs on). "
         f"The Colab T4 column is an estimate, not a measurement: the full-mode time divided by {T4_SPEEDUP_FULL}, the "
         "speed-up a T4 gives these lessons' network work once the data pipeline and Python's share are counted. Quick "
         "mode is mostly start-up and decoding, which a GPU does not shorten.",
