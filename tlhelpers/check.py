@@ -96,6 +96,11 @@ LESSONS = [
 ]
 
 
+def _needed_weights() -> list[str]:
+    """Every Keras weight file some lesson loads, in either mode."""
+    return sorted({w for lesson in LESSONS for files in lesson.weights.values() for w in files})
+
+
 @dataclass
 class Row:
     """One line of the report: what was checked, ``ok``/``warn``/``FAIL``, and what was found or what to do."""
@@ -199,7 +204,7 @@ FIX = "`python -m tlhelpers.kit install PATH/TO/kit`, or `python -m tlhelpers.ch
 
 
 def _check_weights(report: Report, record: dict[str, str], online: dict[str, bool]) -> None:
-    needed = sorted({w for lesson in LESSONS for files in lesson.weights.values() for w in files})
+    needed = _needed_weights()
     folder = core.keras_models_dir()
     sources, missing, damaged = [], [], []
     for name in needed:
@@ -427,7 +432,7 @@ def _download_missing(stream) -> None:
     from ._tf import keras
     from .hub import resolve_handle
 
-    needed = sorted({w for lesson in LESSONS for files in lesson.weights.values() for w in files})
+    needed = _needed_weights()
     for name in needed:
         if not (core.keras_models_dir() / name).exists():
             print(f"downloading {name}", file=stream, flush=True)
